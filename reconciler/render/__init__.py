@@ -1,0 +1,1 @@
+"""Renderers: text, JSON and Markdown views of the core's results. No decisions here."""

@@ -1,0 +1,32 @@
+"""Desired state: spec models, the located loader and semantic checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from reconciler.spec.checks import Blocker, check_specs, start_blockers
+from reconciler.spec.loader import LoadedFlow, Source, SpecSet, load_specs
+from reconciler.spec.models import Flow, FlowSpec, FlowStatus
+
+
+def validate(paths: Iterable[Path], known_scripts: frozenset[str] | None = None) -> SpecSet:
+    """Load and check every spec under ``paths``; nothing touches a database."""
+    specs = load_specs(paths)
+    check_specs(specs, known_scripts)
+    return specs
+
+
+__all__ = [
+    "Blocker",
+    "Flow",
+    "FlowSpec",
+    "FlowStatus",
+    "LoadedFlow",
+    "Source",
+    "SpecSet",
+    "check_specs",
+    "load_specs",
+    "start_blockers",
+    "validate",
+]
