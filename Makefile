@@ -18,8 +18,8 @@ demo: install
 	$(BIN)/reconcile validate specs/
 
 lint: install
-	$(BIN)/ruff check reconciler tests benchmarks
-	$(BIN)/ruff format --check reconciler tests benchmarks
+	$(BIN)/ruff check reconciler tests benchmarks examples
+	$(BIN)/ruff format --check reconciler tests benchmarks examples
 
 typecheck: install
 	$(BIN)/mypy

@@ -228,3 +228,14 @@ def test_flow_level_warnings_and_errors(repo: Path, write_spec: Callable[..., Pa
     assert "error: a sending_window needs spec.timezone" in found
     assert "warning: no triggers" in found
     assert "warning: 'until' has no offset" in found
+
+
+def test_replaces_names_removed_steps_once(repo: Path, write_spec: Callable[..., Path]) -> None:
+    steps = [
+        {"id": "a", "type": "wait", "duration": "1d", "replaces": ["old", "a"]},
+        {"id": "b", "type": "finish", "replaces": ["old"]},
+    ]
+    write_spec("a.yaml", flow_doc("a", steps=steps))
+    found = "\n".join(_found(repo))
+    assert "step 'a' still exists" in found
+    assert "step 'old' is already replaced by step 'a'" in found

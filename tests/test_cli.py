@@ -47,7 +47,7 @@ def test_validate_reports_every_error_sorted(
     code, out = run("validate", "specs")
     lines = out.splitlines()
     assert code == 1
-    assert lines[0].startswith("specs/a.yaml:2:7: error: Input should be 'Flow'")
+    assert lines[0].startswith("specs/a.yaml:2:7: error: kind: Input should be 'Flow'")
     assert lines[1].startswith("specs/b.yaml:4:")
     assert lines[-1] == "3 error(s), 0 warning(s) in 0 valid flow(s) read"
 

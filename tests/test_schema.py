@@ -45,3 +45,14 @@ def test_example_specs_name_the_schema() -> None:
         first = spec.read_text().splitlines()[0]
         assert first == "# yaml-language-server: $schema=../schemas/flow.schema.json", spec
     assert json.loads(CHECKED_IN.read_text())["$id"]
+
+
+def test_schema_accepts_the_shorthands_the_models_accept() -> None:
+    validator = jsonschema.Draft202012Validator(flow_schema(), format_checker=jsonschema.FormatChecker())
+    validator.validate(
+        flow_doc(
+            settings={"email": {"sender": "news@acme.example", "reply_to": "sender"}},
+            steps=[{"id": "w", "type": "wait", "until": "2026-12-01T09:00"}, {"id": "done", "type": "finish"}],
+        )
+    )
+    validator.validate(flow_doc(settings={"email": {"reply_to": "help@acme.example"}}))

@@ -100,6 +100,7 @@ class _FlowChecker:
     def run(self) -> None:
         ids = self._step_ids()
         self._targets(ids)
+        self._replaces(ids)
         if len(ids) == len(self.flow.spec.steps):
             self._graph()
         self._flow_references()
@@ -144,6 +145,18 @@ class _FlowChecker:
             else:
                 ids[step.id] = i
         return ids
+
+    def _replaces(self, ids: dict[str, int]) -> None:
+        claimed: dict[str, str] = {}
+        for i, step in enumerate(self.flow.spec.steps):
+            for k, old in enumerate(step.replaces):
+                at: Path_ = ("spec", "steps", i, "replaces", k)
+                if old in ids:
+                    self.report(at, f"step {old!r} still exists; 'replaces' names removed steps only")
+                elif old in claimed:
+                    self.report(at, f"step {old!r} is already replaced by step {claimed[old]!r}")
+                else:
+                    claimed[old] = step.id
 
     def _targets(self, ids: dict[str, int]) -> None:
         for i, step in enumerate(self.flow.spec.steps):
@@ -210,14 +223,18 @@ class _FlowChecker:
             self.report(at, f"{name!r} must be a path relative to the spec file")
             return None
         root = self.source.root
-        resolved = (self.source.base_dir / raw).resolve()
-        if not resolved.is_relative_to(root):
-            self.report(at, f"{name!r} points outside the spec repository ({root})")
+        try:
+            resolved = (self.source.base_dir / raw).resolve()
+            if not resolved.is_relative_to(root):
+                self.report(at, f"{name!r} points outside the spec repository ({root})")
+                return None
+            if not resolved.is_file():
+                self.report(at, f"{name!r} does not exist (looked for {display_path(resolved)})")
+                return None
+            size = resolved.stat().st_size
+        except (OSError, ValueError) as exc:
+            self.report(at, f"{name!r} is not a usable file name: {getattr(exc, 'strerror', None) or exc}")
             return None
-        if not resolved.is_file():
-            self.report(at, f"{name!r} does not exist (looked for {display_path(resolved)})")
-            return None
-        size = resolved.stat().st_size
         if template:
             self._content_file(resolved, at)
         return size

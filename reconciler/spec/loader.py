@@ -10,6 +10,7 @@ before pydantic walks the data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from reconciler.errors import Diagnostic, Location, Severity, UserError
-from reconciler.spec.locate import Locator, PathPart
+from reconciler.spec.locate import Locator, PathPart, nesting_position
 from reconciler.spec.models import Flow
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -166,7 +168,7 @@ def _decode(specs: SpecSet, raw: bytes, name: str) -> str | None:
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
-        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        col = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
         specs.diagnostics.append(
             Diagnostic(
                 Location(name, line, col), f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
@@ -205,11 +207,41 @@ def _parse(specs: SpecSet, text: str, name: str) -> list[Any] | None:
         if "'\\t'" in problem or ("cannot start any token" in problem and "\t" in _line(text, mark)):
             problem += " (tabs are not allowed for indentation; use spaces)"
         specs.diagnostics.append(Diagnostic(location, f"invalid YAML: {problem}"))
+    except ReaderError as exc:
+        line, col = _offset_position(text, exc.position)
+        specs.diagnostics.append(
+            Diagnostic(
+                Location(name, line, col),
+                f"invalid YAML: control characters are not allowed (found {exc.character!r}); "
+                "write them escaped in a double-quoted string",
+            )
+        )
     except RecursionError:
-        specs.diagnostics.append(Diagnostic(Location(name), f"invalid YAML: nested more than {MAX_DEPTH} levels deep"))
-    except (YAMLError, ValueError, TypeError) as exc:
-        specs.diagnostics.append(Diagnostic(Location(name), f"invalid YAML: {exc}"))
+        specs.diagnostics.append(_too_deep(text, name))
+    except ValueError as exc:
+        match = _HUGE_NUMBER.search(text) if "digits" in str(exc) else None
+        if match is not None:
+            line, col = _offset_position(text, match.start())
+            specs.diagnostics.append(Diagnostic(Location(name, line, col), "number has more than 4,300 digits"))
+        else:
+            specs.diagnostics.append(Diagnostic(Location(name), f"invalid YAML: {exc}"))
+    except (YAMLError, TypeError) as exc:
+        specs.diagnostics.append(Diagnostic(Location(name), f"invalid YAML: {str(exc).splitlines()[0]}"))
     return None
+
+
+_HUGE_NUMBER = re.compile(r"[-+]?\d{4300,}")
+
+
+def _too_deep(text: str, name: str) -> Diagnostic:
+    where = nesting_position(text, MAX_DEPTH + 1)
+    location = Location(name, *where) if where else Location(name)
+    return Diagnostic(location, f"nested more than {MAX_DEPTH} levels deep")
+
+
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def _line(text: str, mark: Any) -> str:
@@ -234,7 +266,11 @@ def _load_documents(specs: SpecSet, text: str, path: Path, name: str, root: Path
         problem = _check_shape(data)
         if problem is not None:
             message, where = problem
-            specs.report(source, where, message)
+            deep = nesting_position(text, MAX_DEPTH + 1) if message.startswith("nested") else None
+            if deep is not None:
+                specs.diagnostics.append(Diagnostic(Location(name, *deep), message))
+            else:  # an alias bomb or a recursive alias: deep only once expanded
+                specs.report(source, where, message)
             continue
         if not isinstance(data, dict):
             specs.report(
@@ -290,6 +326,8 @@ def explain(error: Any) -> tuple[tuple[PathPart, ...], str, bool]:
             (f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"),
             False,
         )
+    if kind in ("literal_error", "enum") and loc and isinstance(loc[-1], str):
+        return loc, f"{loc[-1]}: {message}", False
     if kind == "union_tag_not_found":
         return loc, f"missing required key {error.get('ctx', {}).get('discriminator', 'type')}", False
     return loc, message, False

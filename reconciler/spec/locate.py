@@ -1,8 +1,9 @@
 """Map a path inside a document (``spec.steps[3].subject``) to a line and column.
 
 The fast loader (libyaml through ruamel's C parser) keeps no positions. Only when a
-document has something to report do we parse its file again with the round-trip
-loader, which records them, and walk the path there. Valid files never pay for it.
+document has something to report do we compose its file again with the pure-Python
+composer, whose nodes carry marks, and walk the path there. Valid files never pay
+for it.
 """
 
 from __future__ import annotations
@@ -11,25 +12,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 PathPart = str | int
 Path = tuple[PathPart, ...]
 
 
 class Locator:
-    """Positions of the nodes of one file's documents, parsed on first use."""
+    """Positions of the nodes of one file's documents, composed on first use."""
 
     def __init__(self, text: str) -> None:
         self._text = text
-        self._docs: list[Any] | None = None
+        self._docs: list[Node] | None = None
 
-    def _documents(self) -> list[Any]:
+    def _documents(self) -> list[Node]:
         if self._docs is None:
             try:
-                self._docs = list(YAML(typ="rt").load_all(self._text))
-            except (YAMLError, RecursionError, ValueError):  # pragma: no cover - the fast path already reported it
+                self._docs = list(YAML(typ="safe", pure=True).compose_all(self._text))
+            except (YAMLError, RecursionError, ValueError):
                 self._docs = []
         return self._docs
 
@@ -43,33 +45,44 @@ class Locator:
         if doc_index >= len(docs):
             return (1, 1)
         node = docs[doc_index]
-        line, col = _position(node)
         for i, part in enumerate(path):
-            last = i == len(path) - 1
-            if isinstance(node, CommentedMap) and part in node:
-                if last and key:
-                    return (node.lc.key(part)[0] + 1, node.lc.key(part)[1] + 1)
-                line, col = node.lc.value(part)
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                line, col = node.lc.item(part)
-                node = node[part]
-            else:
-                continue
-            if isinstance(node, (CommentedMap, CommentedSeq)):
-                line, col = _position(node, (line, col))
-        return (line + 1, col + 1)
+            if isinstance(node, MappingNode):
+                found = _entry(node, part)
+                if found is None:
+                    continue
+                if key and i == len(path) - 1:
+                    return _position(found[0])
+                node = found[1]
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+        return _position(node)
 
 
-def _position(node: Any, default: tuple[int, int] = (0, 0)) -> tuple[int, int]:
-    lc = getattr(node, "lc", None)
-    if lc is None or lc.line is None:
-        return default
-    return (lc.line, lc.col)
+def _entry(node: MappingNode, part: PathPart) -> tuple[Node, Node] | None:
+    wanted = str(part)
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.value == wanted:
+            return key_node, value_node
+    return None
 
 
-def format_path(path: Sequence[PathPart]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _position(node: Any) -> tuple[int, int]:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1)
+
+
+def nesting_position(text: str, limit: int) -> tuple[int, int] | None:
+    """Where collections first nest deeper than ``limit``, scanning parser events
+    (iterative, unlike composing) and stopping right there."""
+    depth = 0
+    try:
+        for event in YAML(typ="safe", pure=True).parse(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > limit:
+                    return (event.start_mark.line + 1, event.start_mark.column + 1)
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+    except (YAMLError, ValueError):
+        return None
+    return None

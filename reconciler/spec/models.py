@@ -7,9 +7,9 @@ on their own fields; everything that spans the flow is in ``checks``.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from reconciler.spec.base import SpecModel
 from reconciler.spec.conditions import Condition
@@ -70,15 +70,11 @@ class Sender(_Address):
 
     use: Literal["address", "our_contact", "our_support_manager"] = "address"
 
-    _shorthand = model_validator(mode="before")(_address_shorthand)
-
 
 class ReplyTo(_Address):
     """Reply-to: as the sender, or ``sender`` to reuse the From address."""
 
     use: Literal["address", "sender", "our_contact", "our_support_manager"] = "address"
-
-    _shorthand = model_validator(mode="before")(_address_shorthand)
 
 
 class Analytics(SpecModel):
@@ -87,8 +83,14 @@ class Analytics(SpecModel):
 
 
 class EmailSettings(SpecModel):
-    sender: Sender | None = None
-    reply_to: ReplyTo | None = None
+    sender: Annotated[
+        Sender | None,
+        BeforeValidator(_address_shorthand, json_schema_input_type=Sender | EmailAddress | None),
+    ] = None
+    reply_to: Annotated[
+        ReplyTo | None,
+        BeforeValidator(_address_shorthand, json_schema_input_type=ReplyTo | EmailAddress | Literal["sender"] | None),
+    ] = None
     subscription: Label | None = Field(default=None, description="subscription type the contact must have")
     analytics: Analytics | None = None
 

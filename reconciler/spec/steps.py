@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from reconciler.spec.base import SpecModel
 from reconciler.spec.conditions import Condition, Scalar, check_field_name, condition_kinds
@@ -42,6 +42,10 @@ class ExitTo(SpecModel):
 class _Step(SpecModel):
     id: Name
     name: str | None = Field(default=None, max_length=200, description="display title")
+    replaces: list[Name] = Field(
+        default_factory=list,
+        description="ids of removed steps whose participants move here when the edit is applied",
+    )
 
 
 class _Linear(_Step):
@@ -275,13 +279,26 @@ class NotifySms(_Linear):
         return value
 
 
+LocalDateTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$",
+            "description": "ISO date and time, e.g. 2026-12-01T09:00 (flow time zone) or 2026-12-01T09:00+01:00",
+        }
+    ),
+]
+
 # --- Flow control --------------------------------------------------------------------
 
 
 class Wait(_Linear):
     type: Literal["wait"]
     duration: Duration | None = None
-    until: datetime | None = Field(default=None, description="local time in the flow's time zone, or with an offset")
+    until: LocalDateTime | None = Field(
+        default=None, description="local time in the flow's time zone, or with an offset"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Wait:

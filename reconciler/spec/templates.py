@@ -39,6 +39,8 @@ def template_problems(text: str, email: bool = False) -> tuple[tuple[int, str], 
         tree = ENVIRONMENT.parse(text)
     except TemplateSyntaxError as exc:
         return ((exc.lineno, f"merge field syntax error: {exc.message}"),)
+    except RecursionError:
+        return ((1, "merge field is nested too deeply"),)
     return tuple(_references(tree, email))
 
 

@@ -47,7 +47,10 @@ def parse_duration(value: Any) -> Any:
     if not match or not any(match.groups()):
         raise ValueError(f"invalid duration {value!r}: use a number with a unit w, d, h or m, e.g. 2d, 12h, 1w2d, 30m")
     parts = [int(g) if g else 0 for g in match.groups()]
-    return sum((unit * n for (_, unit), n in zip(_UNITS, parts, strict=True)), timedelta())
+    try:
+        return sum((unit * n for (_, unit), n in zip(_UNITS, parts, strict=True)), timedelta())
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is too long (at most 10 years)") from None
 
 
 def _check_duration(value: timedelta) -> timedelta:

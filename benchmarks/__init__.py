@@ -1,0 +1,1 @@
+"""Benchmarks, run with ``make bench``; each module is a script with its own ``main``."""

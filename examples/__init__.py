@@ -1,0 +1,1 @@
+"""Examples that go with the specs in ``specs/``: operator-registered scripts."""

@@ -1,0 +1,1 @@
+"""Scripts registered in ``reconciler.toml`` for ``run_script`` steps."""
