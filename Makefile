@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on the embedded SQLite default (.reconciler/state.db).
 demo: install
 	$(BIN)/reconcile validate specs/
+	$(BIN)/reconcile plan specs/
+	$(BIN)/reconcile apply specs/
+	$(BIN)/reconcile status
 
 lint: install
 	$(BIN)/ruff check reconciler tests benchmarks examples
@@ -36,6 +40,7 @@ test: lint typecheck layers pytest
 
 bench: install
 	$(BIN)/python benchmarks/validate.py
+	@if [ -f benchmarks/plan.py ]; then $(BIN)/python benchmarks/plan.py; fi
 
 schema: install
 	$(BIN)/reconcile schema > schemas/flow.schema.json

@@ -63,3 +63,14 @@ def registered_scripts(directory: Path | None = None) -> dict[str, ScriptRegistr
             raise ConfigError(f'script {name!r}: target must be "module:function", got {target!r}', Location(origin))
         scripts[name] = ScriptRegistration(name, target, origin)
     return scripts
+
+
+def drift_ignore_rules(directory: Path | None = None) -> list[str]:
+    """``[drift] ignore = ["flow-glob:kind", ...]`` from reconciler.toml."""
+    directory = directory or Path.cwd()
+    table = read_config(directory).get("drift", {})
+    origin = str(directory / CONFIG_FILE)
+    rules = table.get("ignore", []) if isinstance(table, dict) else None
+    if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+        raise ConfigError('[drift] ignore must be a list of "flow-glob:kind" strings', Location(origin))
+    return rules

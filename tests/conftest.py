@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import os
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from reconciler.state import Store
 
 MINIMAL: dict[str, Any] = {
     "apiVersion": "reconciler/v1",
@@ -58,3 +64,55 @@ def write_spec(repo: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --- state databases: every state test runs on SQLite and on PostgreSQL ------------------
+
+PG_URL = os.environ.get("RECONCILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_engine() -> Engine | None:
+    engine = create_engine(PG_URL)
+    try:
+        with engine.connect():
+            return engine
+    except OperationalError:
+        engine.dispose()
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[Engine]:
+    engine = _pg_engine()
+    if engine is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_URL}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_engine: Engine) -> Iterator[str]:
+    """A fresh schema of its own, so parallel runs never collide."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with pg_engine.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with pg_engine.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = Store.open(database_url)
+    yield opened
+    opened.close()

@@ -1,0 +1,140 @@
+"""The ``reconcile`` group, the shared options, and the one place errors become exit codes.
+
+No business logic lives in the CLI: commands parse, call the core, render, exit.
+Every ``UserError`` (and every usage error) becomes one line on stderr and exit
+code 1; spec errors print every located diagnostic first. Anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from reconciler import __version__
+from reconciler.clock import Clock, SystemClock
+from reconciler.config import registered_scripts
+from reconciler.desired import load_desired
+from reconciler.errors import SpecError, UserError
+from reconciler.spec.bundle import FlowBundle
+from reconciler.state import Store
+
+DEFAULT_DATABASE_URL = "sqlite:///.reconciler/state.db"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Context:
+    """What every command shares: where the state is, and the clock."""
+
+    database_url: str
+    clock: Clock = field(default_factory=SystemClock)
+    _store: Store | None = None
+
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.database_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def spec_paths(function: F) -> F:
+    return click.argument("paths", nargs=-1, type=click.Path(path_type=Path))(function)
+
+
+def paths_or_default(paths: tuple[Path, ...]) -> list[Path]:
+    return list(paths) or [Path("specs")]
+
+
+def desired(paths: tuple[Path, ...]) -> list[FlowBundle]:
+    return load_desired(paths_or_default(paths), frozenset(registered_scripts()))
+
+
+def actor() -> str:
+    configured = os.environ.get("RECONCILER_ACTOR")
+    if configured:
+        return configured
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+class ReconcileGroup(click.Group):
+    """Turns the errors a user can cause into clear messages and exit code 1, for
+    the console entry point and for in-process callers (tests) alike."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
+        """Usage errors exit 1 like every other user error (click's default is 2)."""
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(1)
+        except UserError as exc:  # raised while parsing, before a command runs
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SpecError as exc:
+            for diagnostic in exc.diagnostics:
+                click.echo(str(diagnostic), err=True)
+            errors = sum(1 for d in exc.diagnostics if d.is_error)
+            click.echo(f"Error: the specs are invalid ({errors} error(s)); nothing was changed", err=True)
+            ctx.exit(1)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar="RECONCILER_DATABASE_URL",
+    default=DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://).",
+)
+@click.version_option(__version__, prog_name="reconcile")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str) -> None:
+    """Config-as-code for marketing-automation flows: validate, plan, apply, drift."""
+    context = Context(database_url)
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+def exit_with(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main(prog_name="reconcile")

@@ -1,0 +1,42 @@
+"""Commands that need only the specs: validate, schema, scripts. They work offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from reconciler.cli.app import cli, exit_with, paths_or_default, spec_paths
+from reconciler.config import registered_scripts
+from reconciler.render.diagnostics import diagnostics_json, diagnostics_text
+from reconciler.spec import validate as validate_specs
+from reconciler.spec.schema import flow_schema_json
+
+
+@cli.command()
+@spec_paths
+@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
+def validate(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check specs offline: YAML, schema and semantics. Exit 1 when invalid."""
+    specs = validate_specs(paths_or_default(paths), frozenset(registered_scripts()))
+    found = specs.sorted_diagnostics()
+    render = diagnostics_json if as_json else diagnostics_text
+    click.echo(render(found, len(specs.flows)))
+    if specs.errors:
+        exit_with(1)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of a Flow spec."""
+    click.echo(flow_schema_json(), nl=False)
+
+
+@cli.command()
+def scripts() -> None:
+    """List the scripts the operator registered for run_script steps."""
+    registered = registered_scripts()
+    if not registered:
+        click.echo("no scripts registered (entry point group reconciler.scripts, or [scripts] in reconciler.toml)")
+    for reg in sorted(registered.values()):
+        click.echo(f"{reg.name}\t{reg.target}\t{reg.origin}")

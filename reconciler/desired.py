@@ -1,0 +1,18 @@
+"""Desired state for plan, apply and drift: validated specs, bundled with their files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from reconciler.errors import SpecError
+from reconciler.spec import validate
+from reconciler.spec.bundle import FlowBundle, bundle
+
+
+def load_desired(paths: Iterable[Path], known_scripts: frozenset[str] | None) -> list[FlowBundle]:
+    """Every flow under ``paths``, or SpecError with all the diagnostics when any is invalid."""
+    specs = validate(paths, known_scripts)
+    if specs.errors:
+        raise SpecError(specs.sorted_diagnostics())
+    return [bundle(loaded) for loaded in specs.flows]

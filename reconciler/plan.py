@@ -1,0 +1,279 @@
+"""What apply would do: desired specs vs actual state, as data.
+
+A plan is a list of ``FlowChange``s, each an ordered tuple of stages (create,
+pause, update, resume, end, delete, …) with a field-level diff, whether a rule
+blocks it and why. Building a plan has no side effects: ``apply`` visits the
+stages, and every renderer (text, JSON, Markdown) reads the same objects.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.diff import DiffEntry, diff_documents
+from reconciler.lifecycle import NOT_RUNNING, PAUSED, RUNNING, check_edit, transition
+from reconciler.spec import start_blockers
+from reconciler.spec.bundle import FlowBundle, bundle_document, step_files_of
+from reconciler.state.records import FlowRecord, Occupancy
+
+ACTIONS = ("create", "update", "start", "pause", "resume", "end", "delete", "no-op")
+UpdatePolicy = Literal["block", "pause_and_resume"]
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create the flow with its spec, directly in its desired status."""
+
+    bundle: FlowBundle
+    status: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """Replace the flow's spec (it is paused or not running by now); move the
+    participants of removed steps to the steps that replace them."""
+
+    bundle: FlowBundle
+    moves: tuple[tuple[str, str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Start:
+    """not running → running: triggers on."""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """→ paused: participants freeze on their step, new ones queue."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """paused → running: queued participants go to the first step, others continue."""
+
+
+@dataclass(frozen=True)
+class End:
+    """→ not running: triggers off; queued and active participants are cancelled."""
+
+    cancels: int = 0
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove the flow and its participants; its history stays."""
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """Store the spec as a new revision when only its status changed."""
+
+    bundle: FlowBundle
+
+
+Stage = Create | Update | Start | Pause | Resume | End | Delete | RecordSpec
+STAGE_NAMES: dict[type, str] = {
+    Create: "create",
+    Update: "update",
+    Start: "start",
+    Pause: "pause",
+    Resume: "resume",
+    End: "end",
+    Delete: "delete",
+    RecordSpec: "record",
+}
+
+
+def stage_name(stage: Stage) -> str:
+    return STAGE_NAMES[type(stage)]
+
+
+@dataclass(frozen=True)
+class StepImpact:
+    """Participants on a changed step when the edit lands."""
+
+    step: str
+    participants: int
+
+
+@dataclass(frozen=True)
+class FlowChange:
+    flow: str
+    action: str
+    stages: tuple[Stage, ...] = ()
+    diff: tuple[DiffEntry, ...] = ()
+    blocked: bool = False
+    reason: str | None = None
+    status_before: str | None = None
+    status_after: str | None = None
+    impact: tuple[StepImpact, ...] = ()
+    expected_hash: str | None = None  # the actual state the plan was made against
+
+    @property
+    def is_change(self) -> bool:
+        return self.action != "no-op"
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[FlowChange, ...]
+    unmanaged: tuple[str, ...] = field(default=())
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.is_change for c in self.changes)
+
+    @property
+    def blocked(self) -> tuple[FlowChange, ...]:
+        return tuple(c for c in self.changes if c.blocked)
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(c.action for c in self.changes)
+        return {action: counts.get(action, 0) for action in ACTIONS} | {"blocked": len(self.blocked)}
+
+
+def build_plan(
+    desired: Sequence[FlowBundle],
+    actual: Mapping[str, FlowRecord],
+    occupancy: Mapping[str, Occupancy],
+    *,
+    prune: bool = False,
+    update_policy: UpdatePolicy | None = None,
+) -> Plan:
+    """The plan that makes ``actual`` match ``desired``. No side effects."""
+    changes = []
+    wanted = {b.name: b for b in desired}
+    for name in sorted(wanted):
+        record = actual.get(name)
+        bundle = wanted[name]
+        if record is None:
+            changes.append(_create(bundle))
+        else:
+            changes.append(_change(bundle, record, occupancy.get(name, Occupancy()), update_policy))
+    leftover = sorted(set(actual) - set(wanted))
+    if prune:
+        changes.extend(_delete(actual[name], occupancy.get(name, Occupancy())) for name in leftover)
+        leftover = []
+    return Plan(tuple(changes), tuple(leftover))
+
+
+def _create(bundle: FlowBundle) -> FlowChange:
+    status = bundle.flow.spec.status.value
+    diff = tuple(diff_documents(None, bundle.document, None, bundle.file_digests))
+    change = FlowChange(bundle.name, "create", (Create(bundle, status),), diff, status_after=status)
+    return _readiness(change, bundle)
+
+
+def _delete(record: FlowRecord, occupancy: Occupancy) -> FlowChange:
+    diff = (DiffEntry("", record.spec, None),)
+    base = FlowChange(record.name, "delete", diff=diff, status_before=record.status, expected_hash=record.content_hash)
+    if record.status == RUNNING:
+        return _block(
+            base,
+            f"flow {record.name!r} is running and cannot be deleted: pause it first "
+            f"(reconcile flow pause {record.name}, or apply its spec with status: paused), then apply --prune",
+        )
+    stages: tuple[Stage, ...] = (End(occupancy.in_flow), Delete()) if record.status == PAUSED else (Delete(),)
+    return _replace(base, stages=stages)
+
+
+def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
+    desired_status = bundle.flow.spec.status.value
+    before = bundle_document(record.spec, record.files)
+    diff = diff_documents(record.spec, bundle.document, record.files, bundle.file_digests)
+    edits = tuple(d for d in diff if d.path != "spec.status")
+    status_diff = () if record.status == desired_status else (DiffEntry("status", record.status, desired_status),)
+    base = FlowChange(
+        bundle.name,
+        "no-op",
+        diff=tuple(diff) if diff else status_diff,
+        status_before=record.status,
+        status_after=desired_status,
+        expected_hash=record.content_hash,
+    )
+    if not edits:
+        stages: list[Stage] = []
+        action = transition(record.status, desired_status)
+        if action is not None:
+            stages.append(_status_stage(action, occupancy))
+        if bundle.content_hash != record.content_hash:
+            stages.append(RecordSpec(bundle))
+        if not stages:
+            return base
+        change = _replace(base, action=action or "update", stages=tuple(stages))
+        return _readiness(change, bundle)
+
+    impact = tuple(StepImpact(s, occupancy.on(s)) for s in _changed_steps(edits, bundle) if occupancy.on(s))
+    base = _replace(base, action="update", impact=impact)
+    effective_policy = policy or bundle.flow.spec.update_policy
+    ends_first = desired_status == NOT_RUNNING and record.status != NOT_RUNNING
+    prefix: list[Stage] = []
+    if ends_first:
+        prefix = [End(occupancy.in_flow)]
+    elif record.status == RUNNING:
+        if desired_status == RUNNING and effective_policy != "pause_and_resume":
+            return _block(
+                base,
+                f"flow {bundle.name!r} is running and running flows cannot be edited: set spec.status: paused "
+                "to edit it paused, or spec.update_policy: pause_and_resume (or apply --update-policy "
+                "pause_and_resume) to pause, edit and resume in one transaction",
+                stages=(Pause(), Update(bundle), Resume()),  # what the policy would do, for review
+            )
+        prefix = [Pause()]
+    moves: tuple[tuple[str, str, int], ...] = ()
+    if not ends_first and occupancy.in_flow:
+        verdict = check_edit(before.flow, bundle.flow, occupancy)
+        if verdict.blockers:
+            return _block(base, "; ".join(verdict.blockers), stages=(*prefix, Update(bundle)))
+        moves = verdict.moves
+    stages = [*prefix, Update(bundle, moves)]
+    now_status = NOT_RUNNING if ends_first else (PAUSED if prefix else record.status)
+    action = transition(now_status, desired_status)
+    if action is not None:
+        stages.append(_status_stage(action, occupancy))
+    return _readiness(_replace(base, stages=tuple(stages)), bundle)
+
+
+def _status_stage(action: str | None, occupancy: Occupancy) -> Stage:
+    if action == "start":
+        return Start()
+    if action == "pause":
+        return Pause()
+    if action == "resume":
+        return Resume()
+    return End(occupancy.in_flow)
+
+
+def _readiness(change: FlowChange, bundle: FlowBundle) -> FlowChange:
+    """Refuse to start or resume a flow whose required settings are missing."""
+    if change.status_after != RUNNING:
+        return change
+    problems = start_blockers(bundle.flow)
+    if not problems:
+        return change
+    return _block(change, "cannot run: " + "; ".join(p.message for p in problems))
+
+
+def _changed_steps(edits: Sequence[DiffEntry], bundle: FlowBundle) -> list[str]:
+    """Steps an edit touches: by their own settings, or through a content file they send."""
+    steps = []
+    for entry in edits:
+        if entry.path.startswith("spec.steps["):
+            steps.append(entry.path[len("spec.steps[") :].split("]", 1)[0])
+        elif entry.path.startswith("files["):
+            name = entry.path[len("files[") : -1]
+            steps.extend(s.id for s in bundle.flow.spec.steps if name in step_files_of(s))
+    return list(dict.fromkeys(steps))
+
+
+def _block(change: FlowChange, reason: str, *, stages: tuple[Stage, ...] | None = None) -> FlowChange:
+    return _replace(change, blocked=True, reason=reason, stages=stages if stages is not None else change.stages)
+
+
+def _replace(change: FlowChange, **fields: object) -> FlowChange:
+    from dataclasses import replace
+
+    return replace(change, **fields)  # type: ignore[arg-type]
