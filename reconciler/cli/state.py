@@ -15,6 +15,7 @@ from reconciler.config import drift_ignore_rules
 from reconciler.diff import diff_documents
 from reconciler.drift import IgnoreRule, detect_drift
 from reconciler.errors import ConfigError, UserError
+from reconciler.executor import Executor
 from reconciler.gitinfo import git_commit
 from reconciler.render.export import export_yaml
 from reconciler.render.plan import plan_json, plan_markdown, plan_text
@@ -150,8 +151,9 @@ def status(ctx: Context, name: str | None, as_json: bool) -> None:
     if name is not None and name not in flows:
         raise UserError(f"no flow named {name!r}")
     shown = [flows[name]] if name else list(flows.values())
-    occupancy = store.occupancy()
-    click.echo(status_json(shown, occupancy) if as_json else status_text(shown, occupancy))
+    occupancy, dropouts = store.occupancy(), store.dropout_reasons()
+    render = status_json if as_json else status_text
+    click.echo(render(shown, occupancy, dropouts))
 
 
 @cli.command()
@@ -189,17 +191,45 @@ def export(ctx: Context, name: str | None) -> None:
         click.echo(export_yaml(records, header=True), nl=False)
 
 
-@cli.command()
+class _ParticipantsGroup(click.Group):
+    """``participants NAME`` lists; ``participants add FLOW EMAIL…`` enrolls."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands:
+            return "list", self.commands["list"], args
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_ParticipantsGroup, invoke_without_command=False)
+def participants() -> None:
+    """A flow's participants: `participants NAME [--json]`, `participants add FLOW EMAIL…`."""
+
+
+@participants.command(name="list")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print participants as JSON.")
 @pass_context
-def participants(ctx: Context, name: str, as_json: bool) -> None:
+def list_participants(ctx: Context, name: str, as_json: bool) -> None:
     """List a flow's participants: contact, status, current step."""
     store = ctx.store()
     if store.flow(name) is None:
         raise UserError(f"no flow named {name!r}")
     found = store.participants(name)
     click.echo(participants_json(found) if as_json else participants_text(name, found))
+
+
+@participants.command(name="add")
+@click.argument("flow")
+@click.argument("emails", nargs=-1, required=True)
+@pass_context
+def add_participants(ctx: Context, flow: str, emails: tuple[str, ...]) -> None:
+    """Enroll contacts by hand (the flow's rules still apply: status, once-only, filter, exclusion)."""
+    result = Executor(ctx.store(), ctx.clock).enroll(flow, list(emails))
+    for email, reason in sorted(result.skipped.items()):
+        click.echo(f"skipped {email}: {reason}", err=True)
+    click.echo(f"enrolled {len(result.enrolled)} contact(s) in {flow}; skipped {len(result.skipped)}")
 
 
 @cli.command(name="force-unlock")

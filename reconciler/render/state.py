@@ -15,32 +15,71 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def _status_row(record: FlowRecord, occupancy: Occupancy) -> dict[str, Any]:
+def _summary(occupancy: Occupancy) -> dict[str, Any]:
+    """The vendor's statistics: enrolled (all), in progress (active), completed
+    (finished + finished with success) and the success rate."""
+    counts = occupancy.by_status
+    enrolled = sum(counts.values())
+    completed = counts.get("finished", 0) + counts.get("finished_with_success", 0)
+    rate = counts.get("finished_with_success", 0) / enrolled if enrolled else None
+    return {
+        "enrolled": enrolled,
+        "in_progress": counts.get("active", 0),
+        "queued": counts.get("queued", 0),
+        "completed": completed,
+        "success_rate": round(rate, 4) if rate is not None else None,
+    }
+
+
+def _status_row(record: FlowRecord, occupancy: Occupancy, dropouts: Mapping[str, int]) -> dict[str, Any]:
     return {
         "name": record.name,
         "status": record.status,
         "revision": record.revision,
         "participants": {s: occupancy.by_status.get(s, 0) for s in PARTICIPANT_STATUSES},
+        "summary": _summary(occupancy),
         "steps": {step: count for step, count in sorted(occupancy.on_step.items()) if step},
+        "dropout_reasons": dict(sorted(dropouts.items())),
         "updated_at": record.updated_at.isoformat(),
     }
 
 
-def status_json(flows: Sequence[FlowRecord], occupancy: Mapping[str, Occupancy]) -> str:
-    return _dumps({"flows": [_status_row(f, occupancy.get(f.name, Occupancy())) for f in flows]})
+def status_json(
+    flows: Sequence[FlowRecord],
+    occupancy: Mapping[str, Occupancy],
+    dropouts: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
+    dropouts = dropouts or {}
+    return _dumps(
+        {"flows": [_status_row(f, occupancy.get(f.name, Occupancy()), dropouts.get(f.name, {})) for f in flows]}
+    )
 
 
-def status_text(flows: Sequence[FlowRecord], occupancy: Mapping[str, Occupancy]) -> str:
+def status_text(
+    flows: Sequence[FlowRecord],
+    occupancy: Mapping[str, Occupancy],
+    dropouts: Mapping[str, Mapping[str, int]] | None = None,
+) -> str:
     if not flows:
         return "No flows in the database. Run `reconcile apply` to create them from the specs."
-    lines = [f"{'FLOW':<32} {'STATUS':<12} {'REV':>4}  PARTICIPANTS"]
+    dropouts = dropouts or {}
+    lines = [f"{'FLOW':<28} {'STATUS':<12} {'REV':>3} {'ENROLLED':>8} {'ACTIVE':>6} {'DONE':>6} {'SUCCESS':>7}"]
     for flow in flows:
         counts = occupancy.get(flow.name, Occupancy())
-        shown = ", ".join(f"{s} {n}" for s in PARTICIPANT_STATUSES if (n := counts.by_status.get(s, 0))) or "none"
-        lines.append(f"{flow.name:<32} {flow.status:<12} {flow.revision:>4}  {shown}")
+        summary = _summary(counts)
+        rate = f"{summary['success_rate']:.0%}" if summary["success_rate"] is not None else "-"
+        lines.append(
+            f"{flow.name:<28} {flow.status:<12} {flow.revision:>3} {summary['enrolled']:>8} "
+            f"{summary['in_progress']:>6} {summary['completed']:>6} {rate:>7}"
+        )
+        shown = ", ".join(f"{s} {n}" for s in PARTICIPANT_STATUSES if (n := counts.by_status.get(s, 0)))
+        if shown:
+            lines.append(f"    participants: {shown}")
         for step, n in sorted(counts.on_step.items()):
             if step:
-                lines.append(f"{'':<32} {'':<12} {'':>4}    on {step}: {n}")
+                lines.append(f"    on step {step}: {n}")
+        for reason, n in sorted(dropouts.get(flow.name, {}).items()):
+            lines.append(f"    dropped out ({reason}): {n}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -23,6 +23,7 @@ from reconciler.errors import UserError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
+MIGRATION_LOCK_KEY = 0x7265636F  # "reco": the advisory lock that serializes migrations
 
 
 class DatabaseError(UserError):
@@ -94,6 +95,10 @@ def migrate(engine: Engine) -> None:
     config = _config(engine)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two processes opening a fresh database at once: the second waits here,
+                # then finds the schema current. (SQLite's BEGIN IMMEDIATE serializes it.)
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as exc:

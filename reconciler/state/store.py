@@ -16,11 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from reconciler.state import crm  # noqa: F401 - registers the CRM tables on the metadata
 from reconciler.state import tables as t
 from reconciler.state.database import DatabaseError, connect, ensure_current
 from reconciler.state.records import (
     ACTIVE,
     CANCELLED,
+    DROPPED_OUT,
     IN_FLOW,
     QUEUED,
     FlowRecord,
@@ -77,6 +79,21 @@ class Store:
         with self._read() as c:
             return _occupancy(c)
 
+    def dropout_reasons(self) -> dict[str, dict[str, int]]:
+        """Why participants dropped out, per flow: reason → count."""
+        p, f = t.participants, t.flows
+        query = (
+            select(f.c.name, p.c.reason, func.count())
+            .join(f, f.c.id == p.c.flow_id)
+            .where(p.c.status == DROPPED_OUT)
+            .group_by(f.c.name, p.c.reason)
+        )
+        found: dict[str, dict[str, int]] = {}
+        with self._read() as c:
+            for name, reason, count in c.execute(query):
+                found.setdefault(name, {})[reason or "unknown"] = count
+        return found
+
     def revisions(self, name: str) -> list[RevisionRecord]:
         with self._read() as c:
             return _revisions(c, name)
@@ -132,6 +149,9 @@ class Tx:
 
     def __init__(self, connection: Connection) -> None:
         self.c = connection
+
+    def flows(self) -> dict[str, FlowRecord]:
+        return {r.name: _flow(r) for r in self.c.execute(select(t.flows).order_by(t.flows.c.name))}
 
     def flow(self, name: str) -> FlowRecord | None:
         return _flow_or_none(self.c, name)

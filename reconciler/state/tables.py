@@ -115,6 +115,13 @@ participants = Table(
     Column("revision_seen", Integer, nullable=False),
     Column("enrolled_at", When(), nullable=False),
     Column("updated_at", When(), nullable=False),
+    # Executor state: which move this is (step_runs are unique per visit), what the
+    # participant is doing on its step (None: not started; "waiting"; "action": the
+    # awaited action happened), and when a success criterion was met.
+    Column("visit", Integer, nullable=False, server_default="0"),
+    Column("step_state", String(16), nullable=True),
+    Column("success_at", When(), nullable=True),
+    Column("finished_at", When(), nullable=True),
     Index("ix_participants_flow_status_step", "flow_id", "status", "step_id"),
     Index("ix_participants_status_due", "status", "due_at"),
     Index("ix_participants_contact", "contact"),

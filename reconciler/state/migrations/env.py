@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from reconciler.state import crm  # noqa: F401 - registers the CRM tables on the metadata
 from reconciler.state.tables import metadata
 
 connection = context.config.attributes.get("connection")

@@ -1,0 +1,96 @@
+"""The step executor: turns events into enrollments and moves participants along.
+
+``run_once`` drains what is due now — events first (triggers, success criteria,
+awaited actions), then participants in batches — and returns. ``run_forever`` does
+that on an interval until told to stop. Every batch is one transaction; any number
+of executors can share one database (see ``state.executor_store``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.clock import Clock
+from reconciler.errors import UserError
+from reconciler.executor.catalog import Catalog
+from reconciler.executor.enrollment import Enroller, EnrollResult, process_events
+from reconciler.executor.facts import FactLoader
+from reconciler.executor.runner import Batch
+from reconciler.state import Store
+from reconciler.state.crm_store import CrmTx
+from reconciler.state.executor_store import claim_due
+
+__all__ = ["EnrollResult", "Executor", "RunStats"]
+
+
+@dataclass
+class RunStats:
+    events: int = 0
+    batches: int = 0
+    participants: int = 0
+    steps: int = 0
+
+    def __iadd__(self, other: RunStats) -> RunStats:
+        self.events += other.events
+        self.batches += other.batches
+        self.participants += other.participants
+        self.steps += other.steps
+        return self
+
+
+class Executor:
+    def __init__(self, store: Store, clock: Clock, *, batch_size: int = 500, event_batch: int = 500) -> None:
+        self.store, self.clock = store, clock
+        self.batch_size, self.event_batch = batch_size, event_batch
+
+    def process_events(self) -> int:
+        with self.store.transaction() as tx:
+            crm = CrmTx(tx)
+            catalog = Catalog(tx.flows())
+            enroller = Enroller(tx, crm, catalog, FactLoader(crm), self.clock.now())
+            return process_events(enroller, self.event_batch)
+
+    def run_batch(self) -> RunStats:
+        with self.store.transaction() as tx:
+            now = self.clock.now()
+            claimed = claim_due(tx, now, self.batch_size)
+            if not claimed:
+                return RunStats()
+            batch = Batch(tx, Catalog(tx.flows()), now)
+            batch.run(claimed)
+            return RunStats(batches=1, participants=len(claimed), steps=batch.steps_run)
+
+    def run_once(self, *, max_rounds: int = 100_000) -> RunStats:
+        """Drain everything due now; returns what was done."""
+        total = RunStats()
+        for _ in range(max_rounds):
+            events = self.process_events()
+            done = self.run_batch()
+            total.events += events
+            total += done
+            if not events and not done.participants:
+                break
+        return total
+
+    def run_forever(self, stop: threading.Event, *, interval: float = 1.0) -> RunStats:
+        total = RunStats()
+        while not stop.is_set():
+            total += self.run_once()
+            stop.wait(interval)
+        return total
+
+    def enroll(self, flow_name: str, emails: Sequence[str]) -> EnrollResult:
+        """Manual enrollment (``reconcile participants add``): the same rules as a trigger."""
+        with self.store.transaction() as tx:
+            crm = CrmTx(tx)
+            catalog = Catalog(tx.flows())
+            if catalog.record(flow_name) is None:
+                raise UserError(f"no flow named {flow_name!r}")
+            contacts = crm.contacts_by_email(emails)
+            unknown = sorted({e.lower() for e in emails} - set(contacts))
+            if unknown:
+                raise UserError(f"no contact with e-mail {', '.join(unknown)}; import them first")
+            enroller = Enroller(tx, crm, catalog, FactLoader(crm), self.clock.now())
+            return enroller.enroll(flow_name, list(contacts.values()), source="manual")

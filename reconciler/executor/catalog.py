@@ -1,0 +1,49 @@
+"""The flows as the executor sees them: stored records with their specs parsed once."""
+
+from __future__ import annotations
+
+from reconciler.spec.models import Flow
+from reconciler.spec.steps import Step
+from reconciler.state.records import FlowRecord
+
+_PARSED: dict[str, Flow] = {}  # by content hash: a new revision parses again
+_MAX_PARSED = 4096
+
+
+def parse(record: FlowRecord) -> Flow:
+    flow = _PARSED.get(record.content_hash)
+    if flow is None:
+        if len(_PARSED) >= _MAX_PARSED:
+            _PARSED.clear()
+        flow = _PARSED[record.content_hash] = Flow.model_validate(record.spec)
+    return flow
+
+
+class Catalog:
+    def __init__(self, records: dict[str, FlowRecord]) -> None:
+        self.records = records
+        self._steps: dict[str, dict[str, tuple[int, Step]]] = {}
+
+    def record(self, name: str) -> FlowRecord | None:
+        return self.records.get(name)
+
+    def flow(self, name: str) -> Flow | None:
+        record = self.records.get(name)
+        if record is None:
+            return None
+        return parse(record)
+
+    def step(self, name: str, step_id: str | None) -> tuple[int, Step] | None:
+        if name not in self._steps:
+            flow = self.flow(name)
+            self._steps[name] = {s.id: (i, s) for i, s in enumerate(flow.spec.steps)} if flow else {}
+        return self._steps[name].get(step_id or "")
+
+    def live(self) -> list[tuple[FlowRecord, Flow]]:
+        """Flows whose triggers are on: running or paused (never not_running)."""
+        out = []
+        for name, record in sorted(self.records.items()):
+            flow = self.flow(name)
+            if flow is not None and record.status in ("running", "paused"):
+                out.append((record, flow))
+        return out

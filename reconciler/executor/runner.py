@@ -1,0 +1,545 @@
+"""One batch: take due participants through as many steps as they can go right now.
+
+Per participant: the checks before every step (success met, exclusion list, former
+employee), then the step's decision. Instant steps chain within the batch
+(update → add to selection → split → finish in one go); a wait stops it. Every
+completed step is logged once per visit (``step_runs``), every effect is flushed in
+bulk at the end, in the transaction that claimed the batch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from reconciler.executor.catalog import Catalog
+from reconciler.executor.conditions import matches
+from reconciler.executor.enrollment import Enroller
+from reconciler.executor.facts import FactLoader, Needs
+from reconciler.executor.steps import Decision, Effects, Exit, Finish, Hold, Next, StepError, apply_update, render
+from reconciler.executor.timing import after, flow_zone, wait_until, window_opens
+from reconciler.spec import steps as s
+from reconciler.spec.fields import COMPANY_FIELDS
+from reconciler.spec.models import Flow
+from reconciler.state.crm_store import AssociateRecord, ContactRecord, CrmTx, NewEvent, first_free_slot
+from reconciler.state.executor_store import (
+    Claimed,
+    add_outbox,
+    count_by_value,
+    log_step_runs,
+    open_requests_by_owner,
+    save_participants,
+)
+from reconciler.state.records import DROPPED_OUT, FAILED, FINISHED, FINISHED_WITH_SUCCESS
+from reconciler.state.store import Tx
+
+MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
+SEND_KINDS = {"send_email", "send_sms", "notify_email", "notify_sms", "run_script"}
+
+
+class Batch:
+    def __init__(self, tx: Tx, catalog: Catalog, now: datetime) -> None:
+        self.tx, self.catalog, self.now = tx, catalog, now
+        self.crm = CrmTx(tx)
+        self.facts = FactLoader(self.crm)
+        self.enroller = Enroller(tx, self.crm, catalog, self.facts, now)
+        self.effects = Effects()
+        self.runs: list[dict[str, Any]] = []
+        self.contacts: dict[str, ContactRecord] = {}
+        self.values: dict[str, dict[str, Any]] = {}  # contact email → current field values (with this batch's updates)
+        self.handoffs: list[tuple[str, str]] = []  # (flow, email)
+        self.steps_run = 0
+        self._associates_cache: list[AssociateRecord] | None = None
+
+    def run(self, claimed: list[Claimed]) -> None:
+        self.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
+        for p in claimed:
+            self._advance(p)
+        self._flush(claimed)
+
+    # --- the participant state machine ------------------------------------------------
+
+    def _advance(self, p: Claimed) -> None:
+        flow = self.catalog.flow(p.flow_name)
+        record = self.catalog.record(p.flow_name)
+        contact = self.contacts.get(p.contact)
+        if flow is None or record is None:
+            return
+        if contact is None:
+            self._end(p, FAILED, f"contact {p.contact} no longer exists")
+            return
+        for _ in range(MAX_HOPS):
+            found = self.catalog.step(p.flow_name, p.step_id)
+            if found is None:
+                self._end(p, FAILED, f"step {p.step_id!r} is no longer in the flow")
+                return
+            _, step = found
+            p.revision_seen = record.revision
+            decision = self._checks(p, flow, contact) or self._decide(p, flow, step, contact)
+            if isinstance(decision, Hold):
+                p.due_at, p.step_state = decision.due, decision.state
+                return
+            outcome = decision.outcome if isinstance(decision, Next) else type(decision).__name__.lower()
+            if isinstance(decision, Exit):
+                outcome = f"exit: {decision.reason}"
+            self._log(p, step.id, outcome)
+            if isinstance(decision, Next):
+                target = decision.target or self._following(flow, step.id)
+                if target is None:
+                    self._finish(p, flow, None)
+                    return
+                p.step_id, p.step_state, p.due_at = target, None, self.now
+                continue
+            if isinstance(decision, Exit):
+                self._exit(p, decision, contact)
+            else:
+                self._finish(p, flow, decision.handoff)
+            return
+        p.due_at = self.now  # keep going in the next batch
+
+    def _checks(self, p: Claimed, flow: Flow, contact: ContactRecord) -> Decision | None:
+        success = flow.spec.success_criteria
+        if p.success_at is not None and success is not None and success.finish_immediately:
+            return Finish()
+        exclusion = flow.spec.enrollment.exclusion_selection
+        if exclusion and self.facts.member("selection", exclusion, contact.id):
+            return Exit(f"on the exclusion selection {exclusion!r}")
+        if self._value(contact, "retired"):
+            return Exit("former employee")
+        return None
+
+    def _decide(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
+        try:
+            return self._step(p, flow, step, contact)
+        except StepError as exc:
+            return self._fail(p, step.id, str(exc))
+
+    def _fail(self, p: Claimed, step_id: str, reason: str) -> Decision:
+        self._log(p, step_id, f"failed: {reason}"[:200])
+        self._end(p, FAILED, reason)
+        return Hold(None, None)
+
+    def _step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
+        tz = flow_zone(flow)
+        if isinstance(step, s.Wait):
+            if p.step_state == "waiting":
+                return Next("waited")
+            return Hold(wait_until(step, self.now, tz))
+        if isinstance(step, s.WaitForAction):
+            if p.step_state == "action":
+                return Next("action taken")
+            if p.step_state == "waiting":  # the timeout passed
+                if step.on_timeout == "exit":
+                    return Exit("no action before the timeout", step.after_exit)
+                return Next("timed out")
+            return Hold(None if step.timeout == "never" else self.now + step.timeout)
+        if isinstance(step, s.Split):
+            return self._split(flow, step, contact)
+        if isinstance(step, s.Finish):
+            success = p.success_at is not None
+            handoff = step.on_success if success else step.on_no_success
+            return Finish(handoff.add_to_flow if handoff else None)
+        if step.type in SEND_KINDS:
+            opens = window_opens(flow.spec.settings.sending_window, self.now, tz)
+            if opens is not None and step.type in ("send_email", "send_sms"):
+                return Hold(opens, None)
+            return self._send(p, flow, step, contact)
+        return self._crm_step(p, flow, step, contact)
+
+    def _split(self, flow: Flow, step: s.Split, contact: ContactRecord) -> Decision:
+        needs = Needs()
+        for branch in step.branches:
+            needs.add(branch.when, step.form)
+        facts = self.facts.load([self._current(contact)], needs)[contact.email]
+        for branch in step.branches:
+            if branch.when is None and step.based_on == "form_submitted" and branch.name != s.EVERYONE_ELSE:
+                submitted = self.crm.events_of([contact.email], ["form_submitted"])
+                hit = any(e.subject == step.form for e in submitted)
+            else:
+                hit = branch.when is None or matches(branch.when, facts, form=step.form)
+            if hit:
+                if branch.exit:
+                    return Exit(f"split {step.id!r}: branch {branch.name!r} exits", branch.after_exit)
+                return Next(f"branch {branch.name}", branch.next)
+        raise StepError("no branch matched")  # pragma: no cover - everyone_else always matches
+
+    # --- CRM steps -------------------------------------------------------------------------
+
+    def _crm_step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
+        data = self._template_data(flow, contact)
+        if isinstance(step, s.UpdateContact):
+            return self._update_contact(step, contact, data)
+        if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
+            add = isinstance(step, s.AddToSelection)
+            for kind, name in (("selection", step.selection), ("project", step.project)):
+                if name is not None:
+                    self._membership(kind, name, contact, add=add)
+            return Next()
+        if isinstance(step, s.DistributeToOwner):
+            return self._distribute(p, flow, step, contact)
+        if isinstance(step, s.CreateFollowUp):
+            return self._follow_up(flow, step, contact, data)
+        if isinstance(step, s.CreateRequest):
+            owner = self._request_owner(step.owner, contact)
+            self.effects.activities["requests"].append(
+                {
+                    "contact_id": contact.id,
+                    "title": render(step.title, data),
+                    "request_type": step.request_type,
+                    "status": step.status,
+                    "category": step.category,
+                    "priority": step.priority,
+                    "owner": owner,
+                    "message": render(step.message, data),
+                    "flow_name": flow.name,
+                    "created_at": self.now,
+                }
+            )
+            self._event("request_created", contact, None, {"flow": flow.name})
+            return Next(f"request for {owner or 'nobody'}")
+        if isinstance(step, s.CreateSale):
+            owner = self._assignee(step.owner, contact)
+            expected = after(self.now, step.date.in_, step.date.working_days, flow_zone(flow)) if step.date else None
+            self.effects.activities["sales"].append(
+                {
+                    "contact_id": contact.id,
+                    "title": render(step.title, data),
+                    "sale_type": step.sale_type,
+                    "stage": step.stage,
+                    "amount": step.amount,
+                    "currency": step.currency,
+                    "description": render(step.description, data),
+                    "project": step.project,
+                    "expected_at": expected,
+                    "owner": owner,
+                    "status": "open",
+                    "flow_name": flow.name,
+                    "created_at": self.now,
+                }
+            )
+            self._event("sale_created", contact, None, {"flow": flow.name})
+            return Next()
+        raise StepError(f"step type {step.type!r} is not supported by the executor")  # pragma: no cover
+
+    def _update_contact(self, step: s.UpdateContact, contact: ContactRecord, data: dict[str, Any]) -> Decision:
+        values = self._values(contact)
+        changed = []
+        for row in step.updates:
+            if row.field.startswith("company."):
+                raise StepError(f"updating company fields ({row.field}) is not supported yet")
+            value = render(row.value, data) if isinstance(row.value, str) else row.value
+            if row.field.startswith("custom."):
+                name = row.field[len("custom.") :]
+                custom = self.effects.custom_changes.setdefault(contact.id, dict(contact.custom))
+                new = apply_update(custom.get(name), row.action, value)
+                if custom.get(name) != new:
+                    custom[name] = new
+                    changed.append(row.field)
+                continue
+            new = apply_update(values.get(row.field), row.action, value)
+            if values.get(row.field) != new:
+                values[row.field] = new
+                self.effects.contact_changes.setdefault(contact.id, {})[row.field] = new
+                changed.append(row.field)
+        if changed:
+            self._event("contact_updated", contact, None, {"changed": changed})
+        return Next(f"updated {', '.join(changed)}" if changed else "nothing to change")
+
+    def _membership(self, kind: str, name: str, contact: ContactRecord, *, add: bool) -> None:
+        was = self.facts.member(kind, name, contact.id)
+        if was == add:
+            return
+        self.facts.note(kind, name, contact.id, added=add)
+        self.effects.memberships.append((kind, name, contact.id, add))
+        if add:
+            self._event(f"added_to_{kind}", contact, name, {})
+
+    def _distribute(self, p: Claimed, flow: Flow, step: s.DistributeToOwner, contact: ContactRecord) -> Decision:
+        values = self._values(contact)
+        if step.only_if_unassigned and values.get("our_contact"):
+            return Next("already has an owner")
+        candidates = list(step.associates)
+        active = {a.name: a for a in self._associates() if a.active}
+        if step.group:
+            candidates += [a.name for a in active.values() if a.group_name == step.group and a.name not in candidates]
+        candidates = [c for c in candidates if c in active] or ([step.fallback] if step.fallback else [])
+        if not candidates:
+            raise StepError("no active associate to distribute to, and no fallback")
+        counts = self.effects.owner_counts
+        missing = [c for c in candidates if c not in counts]
+        if missing:
+            counts.update(count_by_value(self.tx, "our_contact", missing))
+        owner = min(candidates, key=lambda name: (counts[name], candidates.index(name)))
+        counts[owner] += 1
+        values["our_contact"] = owner
+        self.effects.contact_changes.setdefault(contact.id, {})["our_contact"] = owner
+        self._event("contact_updated", contact, None, {"changed": ["our_contact"]})
+        if step.notify and owner in active and active[owner].email:
+            self._outbox(
+                p,
+                flow,
+                step.id,
+                "notify_email",
+                contact,
+                {
+                    "to": active[owner].email,
+                    "subject": f"New contact assigned to you: {contact.email}",
+                    "message": f"{contact.get('full_name') or contact.email} was assigned to you by flow {flow.name}.",
+                },
+            )
+        return Next(f"owner {owner}")
+
+    def _follow_up(self, flow: Flow, step: s.CreateFollowUp, contact: ContactRecord, data: dict[str, Any]) -> Decision:
+        tz = flow_zone(flow)
+        associate = self._assignee(step.assign_to, contact)
+        row: dict[str, Any] = {
+            "contact_id": contact.id,
+            "associate": associate,
+            "title": render(step.title, data),
+            "follow_up_type": step.follow_up_type,
+            "project": step.project,
+            "agenda": render(step.agenda, data),
+            "flow_name": flow.name,
+            "created_at": self.now,
+            "due_at": None,
+            "starts_at": None,
+            "ends_at": None,
+        }
+        if step.due.in_ is not None:
+            row["due_at"] = after(self.now, step.due.in_, step.due.working_days, tz)
+        else:
+            slot = step.due.first_available
+            assert slot is not None
+            start = after(self.now, slot.after, slot.working_days, tz) if slot.after else self.now
+            known = {a.name: a for a in self._associates()}
+            if associate in known:
+                aid = known[associate].id
+                if aid not in self.effects.busy:
+                    self.effects.busy[aid] = self.crm.appointments(aid, self.now, self.now + timedelta(days=400))
+                begins = first_free_slot(self.effects.busy[aid], start, slot.length, tz)
+                self.effects.busy[aid].append((begins, begins + slot.length))
+                self.crm.add_appointment(aid, begins, begins + slot.length, row["title"], contact.id)
+            else:
+                begins = start
+            row.update(starts_at=begins, ends_at=begins + slot.length, due_at=begins)
+        self.effects.activities["follow_ups"].append(row)
+        self._event("follow_up_created", contact, None, {"flow": flow.name})
+        return Next(f"follow-up for {associate or 'nobody'}")
+
+    def _assignee(self, who: str, contact: ContactRecord) -> str | None:
+        if who in s.ROLES:
+            value = self._values(contact).get(who)
+            return str(value) if value else None
+        return who
+
+    def _request_owner(self, owner: str, contact: ContactRecord) -> str | None:
+        if owner == "unassigned":
+            return None
+        if owner != "auto":
+            return self._assignee(owner, contact)
+        manager = self._values(contact).get("our_support_manager")
+        if manager:
+            return str(manager)
+        active = [a.name for a in self._associates() if a.active]
+        if not active:
+            return None
+        counts = self.effects.request_counts
+        missing = [a for a in active if a not in counts]
+        if missing:
+            counts.update(open_requests_by_owner(self.tx, missing))
+        chosen = min(active, key=lambda name: (counts[name], name))
+        counts[chosen] += 1
+        return chosen
+
+    # --- sends: to the outbox ----------------------------------------------------------------
+
+    def _send(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
+        values = self._values(contact)
+        if isinstance(step, s.SendEmail):
+            problem = self._email_problem(flow, values)
+            if problem:
+                return Next(f"skipped: {problem}")
+            self._outbox(
+                p,
+                flow,
+                step.id,
+                step.type,
+                contact,
+                {
+                    "to": contact.email,
+                    "subject": step.subject,
+                    "content": step.content,
+                    "text_content": step.text_content,
+                    "attachments": list(step.attachments),
+                },
+            )
+        elif isinstance(step, s.SendSms):
+            if not values.get("mobile"):
+                if step.on_missing_mobile == "exit":
+                    return Exit("no mobile number", step.after_exit)
+                return Next("skipped: no mobile number")
+            if values.get("blocked"):
+                return Next("skipped: contact is blocked")
+            sender = step.sender or (flow.spec.settings.sms.sender if flow.spec.settings.sms else None)
+            self._outbox(
+                p, flow, step.id, step.type, contact, {"to": values["mobile"], "text": step.text, "sender": sender}
+            )
+        elif isinstance(step, s.NotifyEmail | s.NotifySms):
+            to = step.to
+            if to in s.ROLES:
+                name = values.get(to)
+                associate = next((a for a in self._associates() if a.name == name), None)
+                address = (
+                    (associate.email if isinstance(step, s.NotifyEmail) else associate.mobile) if associate else None
+                )
+                if not address:
+                    return Next(f"skipped: the contact's {to.replace('_', ' ')} has no address")
+                to = str(address)
+            body = (
+                {"subject": step.subject, "message": step.message}
+                if isinstance(step, s.NotifyEmail)
+                else {"text": step.text, "sender": step.sender}
+            )
+            self._outbox(p, flow, step.id, step.type, contact, {"to": to, **body})
+        elif isinstance(step, s.RunScript):
+            self._outbox(p, flow, step.id, step.type, contact, {"script": step.script})
+        return Next("queued for sending" if not isinstance(step, s.RunScript) else "script queued")
+
+    def _email_problem(self, flow: Flow, values: dict[str, Any]) -> str | None:
+        if values.get("blocked"):
+            return "the address is blocked"
+        if not values.get("consent_marketing"):
+            return "no marketing consent"
+        settings = flow.spec.settings.email
+        if settings and settings.subscription and settings.subscription not in (values.get("subscriptions") or []):
+            return f"not subscribed to {settings.subscription!r}"
+        return None
+
+    def _outbox(
+        self, p: Claimed, flow: Flow, step_id: str, kind: str, contact: ContactRecord, payload: dict[str, Any]
+    ) -> None:
+        record = self.catalog.record(flow.name)
+        revision = record.revision if record else 0
+        self.effects.outbox.append(
+            {
+                "idempotency_key": f"{p.id}:{revision}:{step_id}:{p.visit}",
+                "participant_id": p.id,
+                "flow_name": flow.name,
+                "revision": revision,
+                "step_id": step_id,
+                "kind": kind,
+                "contact_email": contact.email,
+                "payload": payload,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": self.now,
+                "last_error": None,
+                "created_at": self.now,
+                "updated_at": self.now,
+            }
+        )
+
+    # --- endings ---------------------------------------------------------------------------
+
+    def _finish(self, p: Claimed, flow: Flow, handoff: str | None) -> None:
+        self._end(p, FINISHED_WITH_SUCCESS if p.success_at else FINISHED, None)
+        if handoff:
+            self.handoffs.append((handoff, p.contact))
+
+    def _exit(self, p: Claimed, decision: Exit, contact: ContactRecord) -> None:
+        self._end(p, DROPPED_OUT, decision.reason)
+        if decision.then is not None:
+            if decision.then.add_to_selection:
+                self._membership("selection", decision.then.add_to_selection, contact, add=True)
+            if decision.then.add_to_flow:
+                self.handoffs.append((decision.then.add_to_flow, p.contact))
+
+    def _end(self, p: Claimed, status: str, reason: str | None) -> None:
+        p.status, p.reason, p.due_at, p.step_state, p.finished_at = status, reason, None, None, self.now
+
+    def _log(self, p: Claimed, step_id: str, outcome: str) -> None:
+        self.runs.append(
+            {
+                "participant_id": p.id,
+                "visit": p.visit,
+                "step_id": step_id,
+                "revision": p.revision_seen,
+                "outcome": outcome[:200],
+                "at": self.now,
+            }
+        )
+        p.visit += 1
+        self.steps_run += 1
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _following(self, flow: Flow, step_id: str) -> str | None:
+        ids = [x.id for x in flow.spec.steps]
+        i = ids.index(step_id)
+        return ids[i + 1] if i + 1 < len(ids) else None
+
+    def _values(self, contact: ContactRecord) -> dict[str, Any]:
+        if contact.email not in self.values:
+            self.values[contact.email] = dict(contact.values)
+        return self.values[contact.email]
+
+    def _value(self, contact: ContactRecord, name: str) -> Any:
+        return self._values(contact).get(name)
+
+    def _current(self, contact: ContactRecord) -> ContactRecord:
+        custom = self.effects.custom_changes.get(contact.id, contact.custom)
+        return ContactRecord(contact.id, contact.email, self._values(contact), custom)
+
+    def _template_data(self, flow: Flow, contact: ContactRecord) -> dict[str, Any]:
+        current = self._current(contact)
+        data = current.as_template_data()
+        company = dict.fromkeys(COMPANY_FIELDS)
+        company["name"] = data.get("company")
+        company["custom"] = {}
+        return {
+            "contact": data,
+            "company": company,
+            "flow": {"name": flow.name, "description": flow.metadata.description, "owner": flow.spec.owner},
+        }
+
+    def _associates(self) -> list[AssociateRecord]:
+        if self._associates_cache is None:
+            self._associates_cache = self.crm.associates()
+        return self._associates_cache
+
+    def _event(self, kind: str, contact: ContactRecord, subject: str | None, data: dict[str, Any]) -> None:
+        self.effects.events.append((kind, contact.email, subject, data))
+
+    # --- flush -----------------------------------------------------------------------------
+
+    def _flush(self, claimed: list[Claimed]) -> None:
+        effects = self.effects
+        for contact_id, changes in effects.contact_changes.items():
+            self.crm.update_contact(contact_id, changes, effects.custom_changes.pop(contact_id, None), self.now)
+        for contact_id, custom in effects.custom_changes.items():
+            self.crm.update_contact(contact_id, {}, custom, self.now)
+        grouped: dict[tuple[str, str, bool], list[int]] = {}
+        for kind, name, contact_id, add in effects.memberships:
+            grouped.setdefault((kind, name, add), []).append(contact_id)
+        for (kind, name, add), ids in grouped.items():
+            if add:
+                self.crm.add_members(kind, name, ids, self.now)
+            else:
+                self.crm.remove_members(kind, name, ids)
+        for table, rows in effects.activities.items():
+            self.crm.insert_rows(table, rows)
+        add_outbox(self.tx, effects.outbox)
+        log_step_runs(self.tx, self.runs)
+        save_participants(self.tx, claimed, self.now)
+        self.crm.append_events(
+            [
+                NewEvent(kind, email, self.now, subject, data, source="flow")
+                for kind, email, subject, data in effects.events
+            ]
+        )
+        by_flow: dict[str, list[str]] = {}
+        for flow_name, email in self.handoffs:
+            by_flow.setdefault(flow_name, []).append(email)
+        for flow_name, emails in by_flow.items():
+            contacts = [self.contacts[e] for e in emails if e in self.contacts]
+            self.enroller.enroll(flow_name, contacts, source="handoff")

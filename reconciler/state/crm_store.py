@@ -1,0 +1,413 @@
+"""SQL for the built-in CRM: contacts, memberships, activities, associates, events.
+
+``CrmTx`` works inside a store transaction, so a step's CRM effect commits with the
+participant's move, and an import commits whole or not at all. Set-based where it
+matters: imports and memberships go in batches, never a query per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+
+from reconciler.state import crm as c
+from reconciler.state.store import Tx
+
+CONTACT_COLUMNS = (
+    "email",
+    "first_name",
+    "last_name",
+    "title",
+    "mobile",
+    "phone",
+    "company",
+    "category",
+    "business",
+    "country",
+    "city",
+    "language",
+    "interests",
+    "subscriptions",
+    "consent_marketing",
+    "blocked",
+    "retired",
+    "birth_date",
+    "score",
+    "our_contact",
+    "our_support_manager",
+)
+CONTACT_DEFAULTS: dict[str, Any] = {
+    "interests": [],
+    "subscriptions": [],
+    "consent_marketing": False,
+    "blocked": False,
+    "retired": False,
+}
+_CHUNK = 500  # rows per IN (...) or executemany batch
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    id: int
+    email: str
+    values: Mapping[str, Any]  # every column of CONTACT_COLUMNS
+    custom: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        """A field by its spec name: ``first_name``, ``full_name``, ``custom.tier``."""
+        if name.startswith("custom."):
+            return self.custom.get(name[len("custom.") :])
+        if name == "full_name":
+            parts = [self.values.get("first_name"), self.values.get("last_name")]
+            return " ".join(p for p in parts if p) or None
+        return self.values.get(name)
+
+    def as_template_data(self) -> dict[str, Any]:
+        data = dict(self.values)
+        data["full_name"] = self.get("full_name")
+        data["custom"] = dict(self.custom)
+        return data
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    contact_email: str
+    occurred_at: datetime
+    subject: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "emit"
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    type: str
+    contact_email: str
+    subject: str | None
+    data: Mapping[str, Any]
+    source: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class AssociateRecord:
+    id: int
+    name: str
+    email: str | None
+    mobile: str | None
+    group_name: str | None
+    active: bool
+
+
+def chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class CrmTx:
+    """CRM reads and writes inside one store transaction."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.c: Connection = tx.c
+
+    # --- contacts -------------------------------------------------------------------
+
+    def contacts_by_email(self, emails: Iterable[str]) -> dict[str, ContactRecord]:
+        wanted = sorted({e.lower() for e in emails})
+        found: dict[str, ContactRecord] = {}
+        for part in chunks(wanted):
+            for row in self.c.execute(select(c.contacts).where(c.contacts.c.email.in_(part))):
+                found[row.email] = _contact(row)
+        return found
+
+    def upsert_contacts(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], list[str]]:
+        """Insert or update contacts by email (only the columns given change).
+        Returns (created, updated) emails. Rows carry CONTACT_COLUMNS keys and ``custom``."""
+        created: list[str] = []
+        updated: list[str] = []
+        for part in chunks(list(rows)):
+            existing = self.contacts_by_email(r["email"] for r in part)
+            inserts = []
+            for row in part:
+                email = row["email"].lower()
+                values = {k: v for k, v in row.items() if k in CONTACT_COLUMNS and k != "email"}
+                custom = dict(row.get("custom") or {})
+                current = existing.get(email)
+                if current is None:
+                    inserts.append(
+                        {
+                            **CONTACT_DEFAULTS,
+                            **{k: None for k in CONTACT_COLUMNS if k not in CONTACT_DEFAULTS},
+                            **values,
+                            "email": email,
+                            "custom": custom,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                    created.append(email)
+                else:
+                    merged = {**current.custom, **custom}
+                    changes = {k: v for k, v in values.items() if current.values.get(k) != v}
+                    if changes or merged != dict(current.custom):
+                        self.c.execute(
+                            update(c.contacts)
+                            .where(c.contacts.c.id == current.id)
+                            .values(**changes, custom=merged, updated_at=now)
+                        )
+                        updated.append(email)
+            if inserts:
+                self.c.execute(insert(c.contacts), inserts)
+        return created, updated
+
+    def update_contact(
+        self, contact_id: int, changes: Mapping[str, Any], custom: Mapping[str, Any] | None, now: datetime
+    ) -> None:
+        values: dict[str, Any] = dict(changes)
+        if custom is not None:
+            values["custom"] = dict(custom)
+        if values:
+            self.c.execute(update(c.contacts).where(c.contacts.c.id == contact_id).values(**values, updated_at=now))
+
+    def ensure_companies(self, names: Iterable[str]) -> None:
+        wanted = sorted({n for n in names if n})
+        for part in chunks(wanted):
+            have = set(self.c.execute(select(c.companies.c.name).where(c.companies.c.name.in_(part))).scalars())
+            new = [{"name": n, "custom": {}} for n in part if n not in have]
+            if new:
+                self.c.execute(insert(c.companies), new)
+
+    def companies_by_name(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = sorted({n for n in names if n})
+        found: dict[str, dict[str, Any]] = {}
+        for part in chunks(wanted):
+            for row in self.c.execute(select(c.companies).where(c.companies.c.name.in_(part))):
+                values = dict(row._mapping)
+                values["custom"] = dict(values.get("custom") or {})
+                found[row.name] = values
+        return found
+
+    # --- selections and projects -------------------------------------------------------
+
+    def add_members(self, kind: str, name: str, contact_ids: Sequence[int], now: datetime) -> list[int]:
+        """Add contacts to a static selection or project (created on first use);
+        returns the ids that were not members yet."""
+        group, members, key = _membership(kind)
+        group_id = self._group_id(group, name, now)
+        current = self._members(members, key, group_id, contact_ids)
+        new = [i for i in dict.fromkeys(contact_ids) if i not in current]
+        if new:
+            self.c.execute(insert(members), [{key: group_id, "contact_id": i, "added_at": now} for i in new])
+        return new
+
+    def remove_members(self, kind: str, name: str, contact_ids: Sequence[int]) -> list[int]:
+        group, members, key = _membership(kind)
+        group_id = self.c.execute(select(group.c.id).where(group.c.name == name)).scalar()
+        if group_id is None:
+            return []
+        current = self._members(members, key, group_id, contact_ids)
+        gone = [i for i in dict.fromkeys(contact_ids) if i in current]
+        for part in chunks(gone):
+            self.c.execute(delete(members).where(members.c[key] == group_id, members.c.contact_id.in_(part)))
+        return gone
+
+    def memberships(self, kind: str, names: Iterable[str], contact_ids: Sequence[int]) -> set[tuple[str, int]]:
+        """(group name, contact id) for each of ``contact_ids`` in each group of ``names``."""
+        group, members, key = _membership(kind)
+        wanted = sorted(set(names))
+        if not wanted or not contact_ids:
+            return set()
+        found: set[tuple[str, int]] = set()
+        for part in chunks(list(contact_ids)):
+            query = (
+                select(group.c.name, members.c.contact_id)
+                .join(members, members.c[key] == group.c.id)
+                .where(group.c.name.in_(wanted), members.c.contact_id.in_(part))
+            )
+            found.update((name, cid) for name, cid in self.c.execute(query))
+        return found
+
+    def group_names(self, kind: str) -> list[str]:
+        group, _, _ = _membership(kind)
+        return list(self.c.execute(select(group.c.name).order_by(group.c.name)).scalars())
+
+    def _group_id(self, group: Any, name: str, now: datetime) -> int:
+        found = self.c.execute(select(group.c.id).where(group.c.name == name)).scalar()
+        if found is not None:
+            return int(found)
+        result = self.c.execute(insert(group).values(name=name, created_at=now))
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def _members(self, members: Any, key: str, group_id: int, contact_ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for part in chunks(list(dict.fromkeys(contact_ids))):
+            query = select(members.c.contact_id).where(members.c[key] == group_id, members.c.contact_id.in_(part))
+            found.update(self.c.execute(query).scalars())
+        return found
+
+    # --- activities ---------------------------------------------------------------------
+
+    def insert_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Bulk insert follow-ups, requests or sales made by a step."""
+        target = {"follow_ups": c.follow_ups, "requests": c.requests, "sales": c.sales}[table]
+        if rows:
+            self.c.execute(insert(target), [dict(r) for r in rows])
+
+    # --- associates and their diaries ----------------------------------------------------
+
+    def upsert_associates(self, rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        existing = {a.name: a for a in self.associates()}
+        created = updated = 0
+        for row in rows:
+            values = {k: row.get(k) for k in ("email", "mobile", "group_name")}
+            values["active"] = bool(row.get("active", True))
+            if row["name"] in existing:
+                self.c.execute(update(c.associates).where(c.associates.c.name == row["name"]).values(**values))
+                updated += 1
+            else:
+                self.c.execute(insert(c.associates).values(name=row["name"], **values))
+                created += 1
+        return created, updated
+
+    def associates(self) -> list[AssociateRecord]:
+        return [
+            AssociateRecord(r.id, r.name, r.email, r.mobile, r.group_name, r.active)
+            for r in self.c.execute(select(c.associates).order_by(c.associates.c.name))
+        ]
+
+    def appointments(self, associate_id: int, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        a = c.appointments
+        query = (
+            select(a.c.starts_at, a.c.ends_at)
+            .where(a.c.associate_id == associate_id, a.c.ends_at > start, a.c.starts_at < end)
+            .order_by(a.c.starts_at)
+        )
+        return [(s, e) for s, e in self.c.execute(query)]
+
+    def add_appointment(
+        self, associate_id: int, start: datetime, end: datetime, title: str, contact_id: int | None
+    ) -> None:
+        self.c.execute(
+            insert(c.appointments).values(
+                associate_id=associate_id, starts_at=start, ends_at=end, title=title, contact_id=contact_id
+            )
+        )
+
+    # --- events ---------------------------------------------------------------------------
+
+    def append_events(self, new: Sequence[NewEvent]) -> int:
+        """Store events; one whose idempotency key was seen before is dropped. Returns how many were stored."""
+        keys = [e.idempotency_key for e in new if e.idempotency_key]
+        seen: set[str] = set()
+        for part in chunks(keys):
+            seen.update(
+                self.c.execute(select(c.events.c.idempotency_key).where(c.events.c.idempotency_key.in_(part))).scalars()
+            )
+        rows = []
+        for event in new:
+            if event.idempotency_key and event.idempotency_key in seen:
+                continue
+            if event.idempotency_key:
+                seen.add(event.idempotency_key)
+            rows.append(
+                {
+                    "type": event.type,
+                    "contact_email": event.contact_email.lower(),
+                    "subject": event.subject,
+                    "data": dict(event.data),
+                    "source": event.source,
+                    "idempotency_key": event.idempotency_key,
+                    "occurred_at": event.occurred_at,
+                    "processed_at": None,
+                }
+            )
+        if rows:
+            self.c.execute(insert(c.events), rows)
+        return len(rows)
+
+    def unprocessed_events(self, limit: int) -> list[EventRecord]:
+        query = select(c.events).where(c.events.c.processed_at.is_(None)).order_by(c.events.c.id).limit(limit)
+        if self.c.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [_event(r) for r in self.c.execute(query)]
+
+    def mark_processed(self, ids: Sequence[int], now: datetime) -> None:
+        for part in chunks(list(ids)):
+            self.c.execute(update(c.events).where(c.events.c.id.in_(part)).values(processed_at=now))
+
+    def events_of(
+        self, emails: Iterable[str], types: Iterable[str], since: datetime | None = None
+    ) -> list[EventRecord]:
+        wanted = sorted(set(emails))
+        found: list[EventRecord] = []
+        for part in chunks(wanted):
+            conditions: list[ColumnElement[bool]] = [
+                c.events.c.contact_email.in_(part),
+                c.events.c.type.in_(sorted(set(types))),
+            ]
+            if since is not None:
+                conditions.append(c.events.c.occurred_at >= since)
+            found.extend(
+                _event(r) for r in self.c.execute(select(c.events).where(and_(*conditions)).order_by(c.events.c.id))
+            )
+        return found
+
+
+def _membership(kind: str) -> tuple[Any, Any, str]:
+    if kind == "selection":
+        return c.selections, c.selection_members, "selection_id"
+    if kind == "project":
+        return c.projects, c.project_members, "project_id"
+    raise ValueError(f"unknown membership kind {kind!r}")
+
+
+def _contact(row: Any) -> ContactRecord:
+    values = {k: getattr(row, k) for k in CONTACT_COLUMNS}
+    return ContactRecord(row.id, row.email, values, dict(row.custom or {}))
+
+
+def _event(row: Any) -> EventRecord:
+    return EventRecord(
+        row.id, row.type, row.contact_email, row.subject, dict(row.data or {}), row.source, row.occurred_at
+    )
+
+
+def first_free_slot(
+    busy: Sequence[tuple[datetime, datetime]],
+    after: datetime,
+    length: timedelta,
+    tz: tzinfo,
+    *,
+    day_start: int = 8,
+    day_end: int = 17,
+    working_days_only: bool = True,
+) -> datetime:
+    """The first slot of ``length`` at or after ``after`` within working hours in ``tz``
+    that overlaps none of ``busy``; aware datetimes in, UTC out."""
+    slot = after.astimezone(tz)
+    if slot.minute or slot.second or slot.microsecond:  # meetings start on the hour
+        slot = slot.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    for _ in range(10_000):
+        opens = slot.replace(hour=day_start, minute=0, second=0, microsecond=0)
+        closes = slot.replace(hour=day_end, minute=0, second=0, microsecond=0)
+        if (working_days_only and slot.weekday() >= 5) or slot + length > closes:
+            slot = opens + timedelta(days=1)
+        elif slot < opens:
+            slot = opens
+        else:
+            clash = max((e for s, e in busy if s < slot + length and e > slot), default=None)
+            if clash is None:
+                return slot.astimezone(UTC)
+            slot = clash.astimezone(tz)
+    raise ValueError("no free slot in the diary within a year")
+
+
+__all__ = ["AssociateRecord", "ContactRecord", "CrmTx", "EventRecord", "NewEvent", "first_free_slot"]

@@ -1,0 +1,174 @@
+"""SQL for the step executor: claim due participants in batches, write their moves.
+
+Claims are set-based: one query picks up to N due participants of running flows,
+locking them (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers on
+several machines never take the same row; SQLite's ``BEGIN IMMEDIATE`` serializes
+writers instead). The executor then processes the batch in memory and writes every
+move back with ``executemany`` — all in the one transaction that claimed them, so a
+worker that dies mid-batch leaves nothing behind: its rows are simply due again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+
+from reconciler.state import crm as c
+from reconciler.state import tables as t
+from reconciler.state.crm_store import chunks
+from reconciler.state.records import ACTIVE, IN_FLOW
+from reconciler.state.store import Tx
+
+_PARTICIPANT_FIELDS = (
+    "status",
+    "step_id",
+    "due_at",
+    "reason",
+    "step_state",
+    "visit",
+    "success_at",
+    "finished_at",
+    "revision_seen",
+)
+
+
+@dataclass
+class Claimed:
+    """A participant taken by this batch; the executor mutates it, then it is saved."""
+
+    id: int
+    flow_id: int
+    flow_name: str
+    contact: str
+    status: str
+    step_id: str | None
+    due_at: datetime | None
+    reason: str | None
+    step_state: str | None
+    visit: int
+    success_at: datetime | None
+    finished_at: datetime | None
+    revision_seen: int
+    enrolled_at: datetime
+
+
+@dataclass(frozen=True)
+class Participation:
+    id: int
+    flow_name: str
+    contact: str
+    status: str
+    step_id: str | None
+    step_state: str | None
+
+
+def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
+    p, f = t.participants, t.flows
+    query = (
+        select(
+            p.c.id,
+            p.c.flow_id,
+            f.c.name.label("flow_name"),
+            p.c.contact,
+            p.c.status,
+            p.c.step_id,
+            p.c.due_at,
+            p.c.reason,
+            p.c.step_state,
+            p.c.visit,
+            p.c.success_at,
+            p.c.finished_at,
+            p.c.revision_seen,
+            p.c.enrolled_at,
+        )
+        .join(f, f.c.id == p.c.flow_id)
+        .where(p.c.status == ACTIVE, p.c.due_at <= now, f.c.status == "running")
+        .order_by(p.c.due_at, p.c.id)
+        .limit(limit)
+    )
+    if tx.c.dialect.name == "postgresql":
+        query = query.with_for_update(of=p, skip_locked=True)
+    return [Claimed(**row._mapping) for row in tx.c.execute(query)]
+
+
+def save_participants(tx: Tx, claimed: Sequence[Claimed], now: datetime) -> None:
+    """Write back every claimed participant's new state in one executemany."""
+    if not claimed:
+        return
+    p = t.participants
+    statement = (
+        update(p)
+        .where(p.c.id == bindparam("pid"))
+        .values({name: bindparam(f"v_{name}") for name in _PARTICIPANT_FIELDS} | {"updated_at": now})
+    )
+    rows = [{"pid": one.id, **{f"v_{name}": getattr(one, name) for name in _PARTICIPANT_FIELDS}} for one in claimed]
+    tx.c.execute(statement, rows)
+
+
+def log_step_runs(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        tx.c.execute(insert(c.step_runs), [dict(r) for r in rows])
+
+
+def add_outbox(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        tx.c.execute(insert(c.outbox), [dict(r) for r in rows])
+
+
+def insert_participants(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        tx.c.execute(insert(t.participants), [dict(r) for r in rows])
+
+
+def participations(tx: Tx, emails: Iterable[str], *, in_flow_only: bool = False) -> list[Participation]:
+    """Every participation of these contacts (or only queued/active ones)."""
+    p, f = t.participants, t.flows
+    wanted = sorted(set(emails))
+    found: list[Participation] = []
+    for part in chunks(wanted):
+        query = (
+            select(p.c.id, f.c.name, p.c.contact, p.c.status, p.c.step_id, p.c.step_state)
+            .join(f, f.c.id == p.c.flow_id)
+            .where(p.c.contact.in_(part))
+            .order_by(p.c.id)
+        )
+        if in_flow_only:
+            query = query.where(p.c.status.in_(IN_FLOW))
+        found.extend(Participation(*row) for row in tx.c.execute(query))
+    return found
+
+
+def set_participant_fields(tx: Tx, ids: Sequence[int], now: datetime, **values: Any) -> None:
+    p = t.participants
+    for part in chunks(list(ids)):
+        tx.c.execute(update(p).where(p.c.id.in_(part)).values(**values, updated_at=now))
+
+
+def count_by_value(tx: Tx, column: str, values: Sequence[str]) -> dict[str, int]:
+    """How many contacts each value of ``column`` (our_contact …) has: for even distribution."""
+    col = c.contacts.c[column]
+    query = select(col, func.count()).where(col.in_(list(values))).group_by(col)
+    counts = dict.fromkeys(values, 0)
+    counts.update({str(value): int(n) for value, n in tx.c.execute(query)})
+    return counts
+
+
+def open_requests_by_owner(tx: Tx, owners: Sequence[str]) -> dict[str, int]:
+    r = c.requests
+    query = (
+        select(r.c.owner, func.count()).where(r.c.owner.in_(list(owners)), r.c.status != "closed").group_by(r.c.owner)
+    )
+    counts = dict.fromkeys(owners, 0)
+    counts.update({str(owner): int(n) for owner, n in tx.c.execute(query)})
+    return counts
+
+
+def mark_success(tx: Tx, ids: Sequence[int], now: datetime) -> None:
+    """A success criterion was met (the first time counts)."""
+    p = t.participants
+    for part in chunks(list(ids)):
+        tx.c.execute(update(p).where(p.c.id.in_(part), p.c.success_at.is_(None)).values(success_at=now, updated_at=now))

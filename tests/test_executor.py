@@ -1,0 +1,420 @@
+"""The executor against the seed's lifecycle rules and every step, on SQLite and PostgreSQL.
+
+The clock is injected: time passes by ``clock.advance``, never by sleeping.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from reconciler.apply import ApplyOptions, apply, break_glass
+from reconciler.clock import ManualClock
+from reconciler.executor import Executor
+from reconciler.spec.bundle import bundle_document
+from reconciler.state import Store
+from reconciler.state import crm as c
+from reconciler.state.crm_store import CrmTx, NewEvent
+from reconciler.state.records import ParticipantRecord
+from tests.conftest import flow_doc
+
+SIGNUP = [{"type": "form_submitted", "form": "signup"}]
+EMAIL = {"sender": {"address": "news@acme.example"}, "reply_to": "help@acme.example"}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))  # a Monday
+
+
+@pytest.fixture
+def executor(store: Store, clock: ManualClock) -> Executor:
+    return Executor(store, clock, batch_size=50)
+
+
+def deploy(store: Store, clock: ManualClock, steps: list[dict[str, Any]], *, name: str = "f",
+           status: str = "running", **spec: Any) -> None:
+    spec.setdefault("triggers", SIGNUP)
+    document = flow_doc(name, steps=steps, status=status, **spec)
+    result = apply(store, [bundle_document(document, {})], clock=clock,
+                   options=ApplyOptions(actor="t", lock_wait=timedelta(0), update_policy="pause_and_resume"))
+    assert not result.blocked, result.blocked
+
+
+def contacts(store: Store, clock: ManualClock, *rows: dict[str, Any]) -> None:
+    with store.transaction() as tx:
+        CrmTx(tx).upsert_contacts([{"consent_marketing": True, **r} for r in rows], clock.now())
+
+
+def emit(store: Store, clock: ManualClock, kind: str, email: str, subject: str | None = None,
+         **data: Any) -> None:
+    with store.transaction() as tx:
+        CrmTx(tx).append_events([NewEvent(kind, email, clock.now(), subject, data)])
+
+
+def people(store: Store, flow: str = "f") -> dict[str, ParticipantRecord]:
+    return {p.contact: p for p in store.participants(flow)}
+
+
+def where(store: Store, flow: str = "f") -> dict[str, tuple[str, str | None]]:
+    return {p.contact: (p.status, p.step_id) for p in store.participants(flow)}
+
+
+def contact_row(store: Store, email: str) -> Any:
+    with store.engine.connect() as conn:
+        return conn.execute(select(c.contacts).where(c.contacts.c.email == email)).one()
+
+
+def rows(store: Store, table: Any) -> list[Any]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(table)))
+
+
+WAIT_THEN_TAG = [
+    {"id": "pause", "type": "wait", "duration": "1d"},
+    {"id": "tag", "type": "update_contact", "updates": [{"field": "category", "action": "set", "value": "lead"}]},
+    {"id": "done", "type": "finish"},
+]
+
+
+# --- the seed's lifecycle, statement by statement -------------------------------------------
+
+def test_not_running_flows_enroll_nobody(store: Store, clock: ManualClock, executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG, status="not_running")
+    contacts(store, clock, {"email": "a@x.example"})
+    emit(store, clock, "form_submitted", "a@x.example", "signup")
+    executor.run_once()
+    assert people(store) == {}
+    deploy(store, clock, WAIT_THEN_TAG, status="running")
+    executor.run_once()
+    assert people(store) == {}  # the event came while the flow was off: it does not slip in later
+
+
+def test_running_enrolls_and_participants_progress(store: Store, clock: ManualClock, executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, {"email": "a@x.example"})
+    emit(store, clock, "form_submitted", "a@x.example", "signup")
+    executor.run_once()
+    assert where(store) == {"a@x.example": ("active", "pause")}
+    clock.advance(timedelta(hours=23))
+    executor.run_once()
+    assert where(store) == {"a@x.example": ("active", "pause")}
+    clock.advance(timedelta(hours=1))
+    executor.run_once()
+    assert where(store) == {"a@x.example": ("finished", "done")}
+    assert contact_row(store, "a@x.example").category == "lead"
+
+
+def test_paused_queues_new_and_freezes_existing(store: Store, clock: ManualClock, executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, {"email": "old@x.example"}, {"email": "new@x.example"})
+    emit(store, clock, "form_submitted", "old@x.example", "signup")
+    executor.run_once()
+    deploy(store, clock, WAIT_THEN_TAG, status="paused")
+    emit(store, clock, "form_submitted", "new@x.example", "signup")  # triggers stay on while paused
+    clock.advance(timedelta(days=3))
+    executor.run_once()
+    assert where(store) == {"old@x.example": ("active", "pause"), "new@x.example": ("queued", None)}
+    # resume: everyone continues from their step, the queued go to the first step
+    deploy(store, clock, WAIT_THEN_TAG, status="running")
+    executor.run_once()
+    assert where(store) == {"old@x.example": ("finished", "done"), "new@x.example": ("active", "pause")}
+
+
+def test_edits_reach_those_not_yet_past_the_step(store: Store, clock: ManualClock, executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, {"email": "early@x.example"}, {"email": "late@x.example"})
+    emit(store, clock, "form_submitted", "early@x.example", "signup")
+    executor.run_once()
+    clock.advance(timedelta(days=1))
+    executor.run_once()  # early passes the tag step with the old value
+    emit(store, clock, "form_submitted", "late@x.example", "signup")
+    executor.run_once()
+    edited = [WAIT_THEN_TAG[0], {**WAIT_THEN_TAG[1], "updates": [{"field": "category", "action": "set",
+                                                                  "value": "hot"}]}, WAIT_THEN_TAG[2]]
+    deploy(store, clock, edited, status="paused")
+    deploy(store, clock, edited, status="running")
+    clock.advance(timedelta(days=1))
+    executor.run_once()
+    assert contact_row(store, "early@x.example").category == "lead"
+    assert contact_row(store, "late@x.example").category == "hot"
+
+
+def test_end_cancels_and_restart_takes_only_new_contacts(store: Store, clock: ManualClock,
+                                                          executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
+    emit(store, clock, "form_submitted", "a@x.example", "signup")
+    executor.run_once()
+    break_glass(store, "f", "end", clock=clock, actor="ops")
+    assert where(store) == {"a@x.example": ("cancelled", "pause")}
+    deploy(store, clock, WAIT_THEN_TAG, status="not_running")
+    deploy(store, clock, WAIT_THEN_TAG, status="running")
+    emit(store, clock, "form_submitted", "a@x.example", "signup")  # once only: a took part already
+    emit(store, clock, "form_submitted", "b@x.example", "signup")
+    clock.advance(timedelta(days=2))
+    executor.run_once()
+    assert where(store)["a@x.example"] == ("cancelled", "pause")
+    assert where(store)["b@x.example"] == ("active", "pause")
+
+
+# --- enrollment rules -----------------------------------------------------------------------
+
+def test_once_only_filter_exclusion_and_remove_from_flows(store: Store, clock: ManualClock,
+                                                          executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG, name="other")
+    deploy(store, clock, WAIT_THEN_TAG, enrollment={
+        "once_only": False, "filter": {"field": "country", "value": "SE"}, "exclusion_selection": "dnc"},
+        settings={"remove_from_flows": ["other"]})
+    contacts(store, clock, {"email": "se@x.example", "country": "se"}, {"email": "no@x.example", "country": "NO"},
+             {"email": "dnc@x.example", "country": "SE"})
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        crm.add_members("selection", "dnc", [crm.contacts_by_email(["dnc@x.example"])["dnc@x.example"].id],
+                        clock.now())
+    result = executor.enroll("other", ["se@x.example"])
+    assert result.enrolled == ["se@x.example"]
+    result = executor.enroll("f", ["se@x.example", "no@x.example", "dnc@x.example"])
+    assert result.enrolled == ["se@x.example"]
+    assert result.skipped == {"no@x.example": "does not match the flow's filter",
+                              "dnc@x.example": "on the exclusion selection 'dnc'"}
+    assert where(store, "other") == {"se@x.example": ("dropped_out", "pause")}
+    assert people(store, "other")["se@x.example"].reason == "enrolled in flow 'f'"
+    assert executor.enroll("f", ["se@x.example"]).skipped == {"se@x.example": "already in the flow"}
+
+
+def test_manual_enrollment_refuses_unknown_contacts_and_flows(store: Store, clock: ManualClock,
+                                                             executor: Executor) -> None:
+    from reconciler.errors import UserError
+
+    deploy(store, clock, WAIT_THEN_TAG, status="not_running")
+    contacts(store, clock, {"email": "a@x.example"})
+    with pytest.raises(UserError, match="no contact with e-mail z@x.example"):
+        executor.enroll("f", ["z@x.example"])
+    with pytest.raises(UserError, match="no flow named 'nope'"):
+        executor.enroll("nope", ["a@x.example"])
+    assert executor.enroll("f", ["a@x.example"]).skipped == {"a@x.example": "flow 'f' is not running"}
+
+
+def test_exclusion_selection_drops_participants_before_the_next_step(store: Store, clock: ManualClock,
+                                                                     executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG, enrollment={"exclusion_selection": "dnc"})
+    contacts(store, clock, {"email": "a@x.example"})
+    executor.enroll("f", ["a@x.example"])
+    executor.run_once()
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        crm.add_members("selection", "dnc", [crm.contacts_by_email(["a@x.example"])["a@x.example"].id], clock.now())
+    clock.advance(timedelta(days=1))
+    executor.run_once()
+    assert where(store) == {"a@x.example": ("dropped_out", "pause")}
+    assert people(store)["a@x.example"].reason == "on the exclusion selection 'dnc'"
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+def test_internal_crm_steps(store: Store, clock: ManualClock, executor: Executor) -> None:
+    with store.transaction() as tx:
+        CrmTx(tx).upsert_associates([{"name": "anna", "email": "anna@acme.example"}, {"name": "bo"}])
+    steps = [
+        {"id": "tag", "type": "update_contact", "updates": [
+            {"field": "score", "action": "increase", "value": 10},
+            {"field": "interests", "action": "add", "value": ["webinars"]},
+            {"field": "custom.tier", "action": "set", "value": "gold {{ contact.first_name }}"},
+            {"field": "title", "action": "clear"}]},
+        {"id": "list", "type": "add_to_selection", "selection": "hot", "project": "q3"},
+        {"id": "unlist", "type": "remove_from_selection", "selection": "cold"},
+        {"id": "owner", "type": "distribute_to_owner", "associates": ["anna", "bo"]},
+        {"id": "call", "type": "create_follow_up", "title": "Call {{ contact.first_name }}",
+         "follow_up_type": "phone", "due": {"in": "2d"}},
+        {"id": "ticket", "type": "create_request", "title": "Demo", "request_type": "sales", "owner": "auto"},
+        {"id": "opp", "type": "create_sale", "title": "Lead", "sale_type": "new", "amount": 1000,
+         "owner": "our_contact", "date": {"in": "1w"}},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "a@x.example", "first_name": "Ann", "score": 5, "title": "CEO"},
+             {"email": "b@x.example", "first_name": "Bob"})
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        found = crm.contacts_by_email(["a@x.example", "b@x.example"])
+        crm.add_members("selection", "cold", [found["a@x.example"].id], clock.now())
+    executor.enroll("f", ["a@x.example", "b@x.example"])
+    executor.run_once()
+    assert set(where(store).values()) == {("finished", "done")}
+    a = contact_row(store, "a@x.example")
+    assert (a.score, a.interests, a.custom, a.title) == (15, ["webinars"], {"tier": "gold Ann"}, None)
+    owners = {contact_row(store, e).our_contact for e in ("a@x.example", "b@x.example")}
+    assert owners == {"anna", "bo"}  # evenly
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        ids = [x.id for x in crm.contacts_by_email(["a@x.example", "b@x.example"]).values()]
+        assert crm.memberships("selection", ["hot", "cold"], ids) == {("hot", i) for i in ids}
+        assert crm.memberships("project", ["q3"], ids) == {("q3", i) for i in ids}
+    follow_ups = rows(store, c.follow_ups)
+    assert sorted(f.title for f in follow_ups) == ["Call Ann", "Call Bob"]
+    assert all(f.due_at == clock.now() + timedelta(days=2) for f in follow_ups)
+    requests = rows(store, c.requests)
+    assert sorted(r.owner for r in requests) == ["anna", "bo"]  # auto: least loaded
+    sales = rows(store, c.sales)
+    assert {s.owner for s in sales} == {"anna", "bo"} and all(s.expected_at for s in sales)
+    outbox = rows(store, c.outbox)
+    assert {o.kind for o in outbox} == {"notify_email"}  # anna was told she got a contact
+    # the steps' CRM changes are events: other flows' triggers and success criteria see them
+    kinds = {e.type for e in rows(store, c.events) if e.source == "flow"}
+    assert kinds == {"contact_updated", "added_to_selection", "added_to_project", "follow_up_created",
+                     "request_created", "sale_created"}
+
+
+def test_distribute_only_if_unassigned_and_fallback(store: Store, clock: ManualClock, executor: Executor) -> None:
+    with store.transaction() as tx:
+        CrmTx(tx).upsert_associates([{"name": "anna"}, {"name": "ghost", "active": False}])
+    steps = [{"id": "owner", "type": "distribute_to_owner", "associates": ["ghost"], "fallback": "anna"},
+             {"id": "done", "type": "finish"}]
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "a@x.example", "our_contact": "bo"}, {"email": "b@x.example"})
+    executor.enroll("f", ["a@x.example", "b@x.example"])
+    executor.run_once()
+    assert contact_row(store, "a@x.example").our_contact == "bo"  # already assigned: kept
+    assert contact_row(store, "b@x.example").our_contact == "anna"  # ghost is inactive: the fallback
+
+
+def test_first_available_meeting_slot_skips_busy_diary_times(store: Store, clock: ManualClock,
+                                                             executor: Executor) -> None:
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        crm.upsert_associates([{"name": "anna"}])
+        anna = crm.associates()[0]
+        crm.add_appointment(anna.id, datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC),
+                            "busy", None)
+    steps = [{"id": "meet", "type": "create_follow_up", "title": "Meet", "follow_up_type": "meeting",
+              "assign_to": "anna", "due": {"first_available": {"length": "1h"}}}, {"id": "done", "type": "finish"}]
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
+    executor.enroll("f", ["a@x.example", "b@x.example"])
+    executor.run_once()
+    starts = sorted(f.starts_at for f in rows(store, c.follow_ups))
+    assert starts == [datetime(2026, 1, 5, 9, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC)]
+
+
+def test_sends_go_to_the_outbox_after_their_checks(store: Store, clock: ManualClock, executor: Executor) -> None:
+    steps = [
+        {"id": "mail", "type": "send_email", "subject": "Hi {{ contact.first_name }}", "content": "c.html"},
+        {"id": "sms", "type": "send_sms", "text": "Hi", "on_missing_mobile": "exit",
+         "after_exit": {"add_to_selection": "no-mobile"}},
+        {"id": "script", "type": "run_script", "script": "score-lead"},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, steps, settings={"email": {**EMAIL, "subscription": "news"}, "sms": {"sender": "ACME"}})
+    contacts(store, clock,
+             {"email": "ok@x.example", "mobile": "+46701234567", "subscriptions": ["news"]},
+             {"email": "nosub@x.example", "mobile": "+46701234568"},
+             {"email": "nomobile@x.example", "subscriptions": ["news"]})
+    executor.enroll("f", ["ok@x.example", "nosub@x.example", "nomobile@x.example"])
+    executor.run_once()
+    outbox = {(o.contact_email, o.kind): o for o in rows(store, c.outbox)}
+    assert set(outbox) == {("ok@x.example", "send_email"), ("ok@x.example", "send_sms"),
+                           ("ok@x.example", "run_script"), ("nosub@x.example", "send_sms"),
+                           ("nosub@x.example", "run_script"), ("nomobile@x.example", "send_email")}
+    assert all(o.state == "pending" for o in outbox.values())
+    assert where(store)["nomobile@x.example"] == ("dropped_out", "sms")
+    assert people(store)["nomobile@x.example"].reason == "no mobile number"
+    runs = {(r.step_id, r.outcome) for r in rows(store, c.step_runs)}
+    assert ("mail", "skipped: not subscribed to 'news'") in runs
+
+
+def test_sending_window_holds_sends_until_it_opens(store: Store, clock: ManualClock, executor: Executor) -> None:
+    clock.set(datetime(2026, 1, 9, 17, 30, tzinfo=UTC))  # Friday 18:30 in Stockholm
+    steps = [{"id": "sms", "type": "send_sms", "text": "Hi", "sender": "ACME"}, {"id": "done", "type": "finish"}]
+    deploy(store, clock, steps, timezone="Europe/Stockholm",
+           settings={"sending_window": {"days": "mon-fri", "from": "08:00", "to": "17:00"}})
+    contacts(store, clock, {"email": "a@x.example", "mobile": "+46701234567"})
+    executor.enroll("f", ["a@x.example"])
+    executor.run_once()
+    assert rows(store, c.outbox) == []
+    assert people(store)["a@x.example"].due_at == datetime(2026, 1, 12, 7, 0, tzinfo=UTC)  # Monday 08:00 local
+    clock.set(datetime(2026, 1, 12, 7, 0, tzinfo=UTC))
+    executor.run_once()
+    assert len(rows(store, c.outbox)) == 1
+
+
+def test_wait_until_uses_the_flow_time_zone(store: Store, clock: ManualClock, executor: Executor) -> None:
+    steps = [{"id": "w", "type": "wait", "until": "2026-02-01T09:00:00"}, {"id": "done", "type": "finish"}]
+    deploy(store, clock, steps, timezone="Europe/Stockholm")
+    contacts(store, clock, {"email": "a@x.example"})
+    executor.enroll("f", ["a@x.example"])
+    executor.run_once()
+    assert people(store)["a@x.example"].due_at == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+
+
+def test_wait_for_action_action_timeout_and_exit(store: Store, clock: ManualClock, executor: Executor) -> None:
+    steps = [
+        {"id": "w", "type": "wait_for_action", "actions": [{"link_clicked": "pricing"}], "timeout": "2d",
+         "on_timeout": "exit", "after_exit": {"add_to_flow": "nurture"}},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, [{"id": "n", "type": "wait", "duration": "1w"}], name="nurture", triggers=[])
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "clicker@x.example"}, {"email": "idle@x.example"})
+    executor.enroll("f", ["clicker@x.example", "idle@x.example"])
+    executor.run_once()
+    emit(store, clock, "link_clicked", "clicker@x.example", "pricing")
+    clock.advance(timedelta(hours=1))
+    executor.run_once()
+    assert where(store)["clicker@x.example"] == ("finished", "done")
+    clock.advance(timedelta(days=2))
+    executor.run_once()
+    assert where(store)["idle@x.example"] == ("dropped_out", "w")
+    assert where(store, "nurture") == {"idle@x.example": ("active", "n")}  # exit handed over
+
+
+def test_split_branches_left_to_right(store: Store, clock: ManualClock, executor: Executor) -> None:
+    steps = [
+        {"id": "route", "type": "split", "branches": [
+            {"name": "vip", "when": {"field": "score", "op": "gte", "value": 50}, "next": "vip-tag"},
+            {"name": "se", "when": {"field": "country", "value": "SE"}, "next": "done"},
+            {"name": "everyone_else", "exit": True, "after_exit": {"add_to_selection": "rest"}}]},
+        {"id": "vip-tag", "type": "update_contact", "updates": [{"field": "category", "action": "set",
+                                                                 "value": "vip"}]},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "vip@x.example", "score": 80, "country": "SE"},
+             {"email": "se@x.example", "score": 1, "country": "SE"}, {"email": "no@x.example", "country": "NO"})
+    executor.enroll("f", ["vip@x.example", "se@x.example", "no@x.example"])
+    executor.run_once()
+    assert contact_row(store, "vip@x.example").category == "vip"
+    assert contact_row(store, "se@x.example").category is None
+    assert where(store)["no@x.example"] == ("dropped_out", "route")
+
+
+def test_success_criteria_finish_immediately_and_handoff(store: Store, clock: ManualClock,
+                                                         executor: Executor) -> None:
+    deploy(store, clock, [{"id": "n", "type": "wait", "duration": "1w"}], name="onboarding", triggers=[])
+    steps = [{"id": "w", "type": "wait", "duration": "30d"},
+             {"id": "done", "type": "finish", "on_success": {"add_to_flow": "onboarding"}}]
+    deploy(store, clock, steps, success_criteria={"criteria": [{"type": "sale_created"}], "finish_immediately": True})
+    contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
+    executor.enroll("f", ["a@x.example", "b@x.example"])
+    executor.run_once()
+    emit(store, clock, "sale_created", "a@x.example")
+    executor.run_once()
+    assert where(store)["a@x.example"] == ("finished_with_success", "w")
+    assert where(store)["b@x.example"] == ("active", "w")
+    assert where(store, "onboarding") == {}  # finish_immediately leaves before the finish step's hand-off
+
+
+def test_step_runs_once_per_visit(store: Store, clock: ManualClock, executor: Executor) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, *({"email": f"p{i}@x.example"} for i in range(120)))
+    executor.enroll("f", [f"p{i}@x.example" for i in range(120)])
+    executor.run_once()
+    clock.advance(timedelta(days=1))
+    stats = executor.run_once()
+    assert stats.batches >= 3  # batch size 50
+    runs = rows(store, c.step_runs)
+    assert len(runs) == 120 * 3
+    assert len({(r.participant_id, r.visit) for r in runs}) == len(runs)
