@@ -35,12 +35,23 @@ def executor(store: Store, clock: ManualClock) -> Executor:
     return Executor(store, clock, batch_size=50)
 
 
-def deploy(store: Store, clock: ManualClock, steps: list[dict[str, Any]], *, name: str = "f",
-           status: str = "running", **spec: Any) -> None:
+def deploy(
+    store: Store,
+    clock: ManualClock,
+    steps: list[dict[str, Any]],
+    *,
+    name: str = "f",
+    status: str = "running",
+    **spec: Any,
+) -> None:
     spec.setdefault("triggers", SIGNUP)
     document = flow_doc(name, steps=steps, status=status, **spec)
-    result = apply(store, [bundle_document(document, {})], clock=clock,
-                   options=ApplyOptions(actor="t", lock_wait=timedelta(0), update_policy="pause_and_resume"))
+    result = apply(
+        store,
+        [bundle_document(document, {})],
+        clock=clock,
+        options=ApplyOptions(actor="t", lock_wait=timedelta(0), update_policy="pause_and_resume"),
+    )
     assert not result.blocked, result.blocked
 
 
@@ -49,8 +60,7 @@ def contacts(store: Store, clock: ManualClock, *rows: dict[str, Any]) -> None:
         CrmTx(tx).upsert_contacts([{"consent_marketing": True, **r} for r in rows], clock.now())
 
 
-def emit(store: Store, clock: ManualClock, kind: str, email: str, subject: str | None = None,
-         **data: Any) -> None:
+def emit(store: Store, clock: ManualClock, kind: str, email: str, subject: str | None = None, **data: Any) -> None:
     with store.transaction() as tx:
         CrmTx(tx).append_events([NewEvent(kind, email, clock.now(), subject, data)])
 
@@ -81,6 +91,7 @@ WAIT_THEN_TAG = [
 
 
 # --- the seed's lifecycle, statement by statement -------------------------------------------
+
 
 def test_not_running_flows_enroll_nobody(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, WAIT_THEN_TAG, status="not_running")
@@ -133,8 +144,11 @@ def test_edits_reach_those_not_yet_past_the_step(store: Store, clock: ManualCloc
     executor.run_once()  # early passes the tag step with the old value
     emit(store, clock, "form_submitted", "late@x.example", "signup")
     executor.run_once()
-    edited = [WAIT_THEN_TAG[0], {**WAIT_THEN_TAG[1], "updates": [{"field": "category", "action": "set",
-                                                                  "value": "hot"}]}, WAIT_THEN_TAG[2]]
+    edited = [
+        WAIT_THEN_TAG[0],
+        {**WAIT_THEN_TAG[1], "updates": [{"field": "category", "action": "set", "value": "hot"}]},
+        WAIT_THEN_TAG[2],
+    ]
     deploy(store, clock, edited, status="paused")
     deploy(store, clock, edited, status="running")
     clock.advance(timedelta(days=1))
@@ -143,8 +157,7 @@ def test_edits_reach_those_not_yet_past_the_step(store: Store, clock: ManualCloc
     assert contact_row(store, "late@x.example").category == "hot"
 
 
-def test_end_cancels_and_restart_takes_only_new_contacts(store: Store, clock: ManualClock,
-                                                          executor: Executor) -> None:
+def test_end_cancels_and_restart_takes_only_new_contacts(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, WAIT_THEN_TAG)
     contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
     emit(store, clock, "form_submitted", "a@x.example", "signup")
@@ -163,44 +176,56 @@ def test_end_cancels_and_restart_takes_only_new_contacts(store: Store, clock: Ma
 
 # --- enrollment rules -----------------------------------------------------------------------
 
-def test_once_only_filter_exclusion_and_remove_from_flows(store: Store, clock: ManualClock,
-                                                          executor: Executor) -> None:
+
+def test_once_only_filter_exclusion_and_remove_from_flows(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, WAIT_THEN_TAG, name="other")
-    deploy(store, clock, WAIT_THEN_TAG, enrollment={
-        "once_only": False, "filter": {"field": "country", "value": "SE"}, "exclusion_selection": "dnc"},
-        settings={"remove_from_flows": ["other"]})
-    contacts(store, clock, {"email": "se@x.example", "country": "se"}, {"email": "no@x.example", "country": "NO"},
-             {"email": "dnc@x.example", "country": "SE"})
+    deploy(
+        store,
+        clock,
+        WAIT_THEN_TAG,
+        enrollment={"once_only": False, "filter": {"field": "country", "value": "SE"}, "exclusion_selection": "dnc"},
+        settings={"remove_from_flows": ["other"]},
+    )
+    contacts(
+        store,
+        clock,
+        {"email": "se@x.example", "country": "se"},
+        {"email": "no@x.example", "country": "NO"},
+        {"email": "dnc@x.example", "country": "SE"},
+    )
     with store.transaction() as tx:
         crm = CrmTx(tx)
-        crm.add_members("selection", "dnc", [crm.contacts_by_email(["dnc@x.example"])["dnc@x.example"].id],
-                        clock.now())
+        crm.add_members("selection", "dnc", [crm.contacts_by_email(["dnc@x.example"])["dnc@x.example"].id], clock.now())
     result = executor.enroll("other", ["se@x.example"])
     assert result.enrolled == ["se@x.example"]
     result = executor.enroll("f", ["se@x.example", "no@x.example", "dnc@x.example"])
     assert result.enrolled == ["se@x.example"]
-    assert result.skipped == {"no@x.example": "does not match the flow's filter",
-                              "dnc@x.example": "on the exclusion selection 'dnc'"}
+    assert result.skipped == {
+        "no@x.example": "does not match the flow's filter",
+        "dnc@x.example": "on the exclusion selection 'dnc'",
+    }
     assert where(store, "other") == {"se@x.example": ("dropped_out", "pause")}
     assert people(store, "other")["se@x.example"].reason == "enrolled in flow 'f'"
     assert executor.enroll("f", ["se@x.example"]).skipped == {"se@x.example": "already in the flow"}
 
 
-def test_manual_enrollment_refuses_unknown_contacts_and_flows(store: Store, clock: ManualClock,
-                                                             executor: Executor) -> None:
+def test_manual_enrollment_refuses_unknown_contacts_and_flows(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
     from reconciler.errors import UserError
 
     deploy(store, clock, WAIT_THEN_TAG, status="not_running")
     contacts(store, clock, {"email": "a@x.example"})
-    with pytest.raises(UserError, match="no contact with e-mail z@x.example"):
+    with pytest.raises(UserError, match=r"no contact with e-mail z@x\.example"):
         executor.enroll("f", ["z@x.example"])
     with pytest.raises(UserError, match="no flow named 'nope'"):
         executor.enroll("nope", ["a@x.example"])
     assert executor.enroll("f", ["a@x.example"]).skipped == {"a@x.example": "flow 'f' is not running"}
 
 
-def test_exclusion_selection_drops_participants_before_the_next_step(store: Store, clock: ManualClock,
-                                                                     executor: Executor) -> None:
+def test_exclusion_selection_drops_participants_before_the_next_step(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
     deploy(store, clock, WAIT_THEN_TAG, enrollment={"exclusion_selection": "dnc"})
     contacts(store, clock, {"email": "a@x.example"})
     executor.enroll("f", ["a@x.example"])
@@ -216,28 +241,50 @@ def test_exclusion_selection_drops_participants_before_the_next_step(store: Stor
 
 # --- steps ---------------------------------------------------------------------------------
 
+
 def test_internal_crm_steps(store: Store, clock: ManualClock, executor: Executor) -> None:
     with store.transaction() as tx:
         CrmTx(tx).upsert_associates([{"name": "anna", "email": "anna@acme.example"}, {"name": "bo"}])
     steps = [
-        {"id": "tag", "type": "update_contact", "updates": [
-            {"field": "score", "action": "increase", "value": 10},
-            {"field": "interests", "action": "add", "value": ["webinars"]},
-            {"field": "custom.tier", "action": "set", "value": "gold {{ contact.first_name }}"},
-            {"field": "title", "action": "clear"}]},
+        {
+            "id": "tag",
+            "type": "update_contact",
+            "updates": [
+                {"field": "score", "action": "increase", "value": 10},
+                {"field": "interests", "action": "add", "value": ["webinars"]},
+                {"field": "custom.tier", "action": "set", "value": "gold {{ contact.first_name }}"},
+                {"field": "title", "action": "clear"},
+            ],
+        },
         {"id": "list", "type": "add_to_selection", "selection": "hot", "project": "q3"},
         {"id": "unlist", "type": "remove_from_selection", "selection": "cold"},
         {"id": "owner", "type": "distribute_to_owner", "associates": ["anna", "bo"]},
-        {"id": "call", "type": "create_follow_up", "title": "Call {{ contact.first_name }}",
-         "follow_up_type": "phone", "due": {"in": "2d"}},
+        {
+            "id": "call",
+            "type": "create_follow_up",
+            "title": "Call {{ contact.first_name }}",
+            "follow_up_type": "phone",
+            "due": {"in": "2d"},
+        },
         {"id": "ticket", "type": "create_request", "title": "Demo", "request_type": "sales", "owner": "auto"},
-        {"id": "opp", "type": "create_sale", "title": "Lead", "sale_type": "new", "amount": 1000,
-         "owner": "our_contact", "date": {"in": "1w"}},
+        {
+            "id": "opp",
+            "type": "create_sale",
+            "title": "Lead",
+            "sale_type": "new",
+            "amount": 1000,
+            "owner": "our_contact",
+            "date": {"in": "1w"},
+        },
         {"id": "done", "type": "finish"},
     ]
     deploy(store, clock, steps)
-    contacts(store, clock, {"email": "a@x.example", "first_name": "Ann", "score": 5, "title": "CEO"},
-             {"email": "b@x.example", "first_name": "Bob"})
+    contacts(
+        store,
+        clock,
+        {"email": "a@x.example", "first_name": "Ann", "score": 5, "title": "CEO"},
+        {"email": "b@x.example", "first_name": "Bob"},
+    )
     with store.transaction() as tx:
         crm = CrmTx(tx)
         found = crm.contacts_by_email(["a@x.example", "b@x.example"])
@@ -265,15 +312,23 @@ def test_internal_crm_steps(store: Store, clock: ManualClock, executor: Executor
     assert {o.kind for o in outbox} == {"notify_email"}  # anna was told she got a contact
     # the steps' CRM changes are events: other flows' triggers and success criteria see them
     kinds = {e.type for e in rows(store, c.events) if e.source == "flow"}
-    assert kinds == {"contact_updated", "added_to_selection", "added_to_project", "follow_up_created",
-                     "request_created", "sale_created"}
+    assert kinds == {
+        "contact_updated",
+        "added_to_selection",
+        "added_to_project",
+        "follow_up_created",
+        "request_created",
+        "sale_created",
+    }
 
 
 def test_distribute_only_if_unassigned_and_fallback(store: Store, clock: ManualClock, executor: Executor) -> None:
     with store.transaction() as tx:
         CrmTx(tx).upsert_associates([{"name": "anna"}, {"name": "ghost", "active": False}])
-    steps = [{"id": "owner", "type": "distribute_to_owner", "associates": ["ghost"], "fallback": "anna"},
-             {"id": "done", "type": "finish"}]
+    steps = [
+        {"id": "owner", "type": "distribute_to_owner", "associates": ["ghost"], "fallback": "anna"},
+        {"id": "done", "type": "finish"},
+    ]
     deploy(store, clock, steps)
     contacts(store, clock, {"email": "a@x.example", "our_contact": "bo"}, {"email": "b@x.example"})
     executor.enroll("f", ["a@x.example", "b@x.example"])
@@ -282,16 +337,27 @@ def test_distribute_only_if_unassigned_and_fallback(store: Store, clock: ManualC
     assert contact_row(store, "b@x.example").our_contact == "anna"  # ghost is inactive: the fallback
 
 
-def test_first_available_meeting_slot_skips_busy_diary_times(store: Store, clock: ManualClock,
-                                                             executor: Executor) -> None:
+def test_first_available_meeting_slot_skips_busy_diary_times(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
     with store.transaction() as tx:
         crm = CrmTx(tx)
         crm.upsert_associates([{"name": "anna"}])
         anna = crm.associates()[0]
-        crm.add_appointment(anna.id, datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC),
-                            "busy", None)
-    steps = [{"id": "meet", "type": "create_follow_up", "title": "Meet", "follow_up_type": "meeting",
-              "assign_to": "anna", "due": {"first_available": {"length": "1h"}}}, {"id": "done", "type": "finish"}]
+        crm.add_appointment(
+            anna.id, datetime(2026, 1, 5, 10, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC), "busy", None
+        )
+    steps = [
+        {
+            "id": "meet",
+            "type": "create_follow_up",
+            "title": "Meet",
+            "follow_up_type": "meeting",
+            "assign_to": "anna",
+            "due": {"first_available": {"length": "1h"}},
+        },
+        {"id": "done", "type": "finish"},
+    ]
     deploy(store, clock, steps)
     contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
     executor.enroll("f", ["a@x.example", "b@x.example"])
@@ -303,22 +369,35 @@ def test_first_available_meeting_slot_skips_busy_diary_times(store: Store, clock
 def test_sends_go_to_the_outbox_after_their_checks(store: Store, clock: ManualClock, executor: Executor) -> None:
     steps = [
         {"id": "mail", "type": "send_email", "subject": "Hi {{ contact.first_name }}", "content": "c.html"},
-        {"id": "sms", "type": "send_sms", "text": "Hi", "on_missing_mobile": "exit",
-         "after_exit": {"add_to_selection": "no-mobile"}},
+        {
+            "id": "sms",
+            "type": "send_sms",
+            "text": "Hi",
+            "on_missing_mobile": "exit",
+            "after_exit": {"add_to_selection": "no-mobile"},
+        },
         {"id": "script", "type": "run_script", "script": "score-lead"},
         {"id": "done", "type": "finish"},
     ]
     deploy(store, clock, steps, settings={"email": {**EMAIL, "subscription": "news"}, "sms": {"sender": "ACME"}})
-    contacts(store, clock,
-             {"email": "ok@x.example", "mobile": "+46701234567", "subscriptions": ["news"]},
-             {"email": "nosub@x.example", "mobile": "+46701234568"},
-             {"email": "nomobile@x.example", "subscriptions": ["news"]})
+    contacts(
+        store,
+        clock,
+        {"email": "ok@x.example", "mobile": "+46701234567", "subscriptions": ["news"]},
+        {"email": "nosub@x.example", "mobile": "+46701234568"},
+        {"email": "nomobile@x.example", "subscriptions": ["news"]},
+    )
     executor.enroll("f", ["ok@x.example", "nosub@x.example", "nomobile@x.example"])
     executor.run_once()
     outbox = {(o.contact_email, o.kind): o for o in rows(store, c.outbox)}
-    assert set(outbox) == {("ok@x.example", "send_email"), ("ok@x.example", "send_sms"),
-                           ("ok@x.example", "run_script"), ("nosub@x.example", "send_sms"),
-                           ("nosub@x.example", "run_script"), ("nomobile@x.example", "send_email")}
+    assert set(outbox) == {
+        ("ok@x.example", "send_email"),
+        ("ok@x.example", "send_sms"),
+        ("ok@x.example", "run_script"),
+        ("nosub@x.example", "send_sms"),
+        ("nosub@x.example", "run_script"),
+        ("nomobile@x.example", "send_email"),
+    }
     assert all(o.state == "pending" for o in outbox.values())
     assert where(store)["nomobile@x.example"] == ("dropped_out", "sms")
     assert people(store)["nomobile@x.example"].reason == "no mobile number"
@@ -329,8 +408,13 @@ def test_sends_go_to_the_outbox_after_their_checks(store: Store, clock: ManualCl
 def test_sending_window_holds_sends_until_it_opens(store: Store, clock: ManualClock, executor: Executor) -> None:
     clock.set(datetime(2026, 1, 9, 17, 30, tzinfo=UTC))  # Friday 18:30 in Stockholm
     steps = [{"id": "sms", "type": "send_sms", "text": "Hi", "sender": "ACME"}, {"id": "done", "type": "finish"}]
-    deploy(store, clock, steps, timezone="Europe/Stockholm",
-           settings={"sending_window": {"days": "mon-fri", "from": "08:00", "to": "17:00"}})
+    deploy(
+        store,
+        clock,
+        steps,
+        timezone="Europe/Stockholm",
+        settings={"sending_window": {"days": "mon-fri", "from": "08:00", "to": "17:00"}},
+    )
     contacts(store, clock, {"email": "a@x.example", "mobile": "+46701234567"})
     executor.enroll("f", ["a@x.example"])
     executor.run_once()
@@ -352,8 +436,14 @@ def test_wait_until_uses_the_flow_time_zone(store: Store, clock: ManualClock, ex
 
 def test_wait_for_action_action_timeout_and_exit(store: Store, clock: ManualClock, executor: Executor) -> None:
     steps = [
-        {"id": "w", "type": "wait_for_action", "actions": [{"link_clicked": "pricing"}], "timeout": "2d",
-         "on_timeout": "exit", "after_exit": {"add_to_flow": "nurture"}},
+        {
+            "id": "w",
+            "type": "wait_for_action",
+            "actions": [{"link_clicked": "pricing"}],
+            "timeout": "2d",
+            "on_timeout": "exit",
+            "after_exit": {"add_to_flow": "nurture"},
+        },
         {"id": "done", "type": "finish"},
     ]
     deploy(store, clock, [{"id": "n", "type": "wait", "duration": "1w"}], name="nurture", triggers=[])
@@ -373,17 +463,30 @@ def test_wait_for_action_action_timeout_and_exit(store: Store, clock: ManualCloc
 
 def test_split_branches_left_to_right(store: Store, clock: ManualClock, executor: Executor) -> None:
     steps = [
-        {"id": "route", "type": "split", "branches": [
-            {"name": "vip", "when": {"field": "score", "op": "gte", "value": 50}, "next": "vip-tag"},
-            {"name": "se", "when": {"field": "country", "value": "SE"}, "next": "done"},
-            {"name": "everyone_else", "exit": True, "after_exit": {"add_to_selection": "rest"}}]},
-        {"id": "vip-tag", "type": "update_contact", "updates": [{"field": "category", "action": "set",
-                                                                 "value": "vip"}]},
+        {
+            "id": "route",
+            "type": "split",
+            "branches": [
+                {"name": "vip", "when": {"field": "score", "op": "gte", "value": 50}, "next": "vip-tag"},
+                {"name": "se", "when": {"field": "country", "value": "SE"}, "next": "done"},
+                {"name": "everyone_else", "exit": True, "after_exit": {"add_to_selection": "rest"}},
+            ],
+        },
+        {
+            "id": "vip-tag",
+            "type": "update_contact",
+            "updates": [{"field": "category", "action": "set", "value": "vip"}],
+        },
         {"id": "done", "type": "finish"},
     ]
     deploy(store, clock, steps)
-    contacts(store, clock, {"email": "vip@x.example", "score": 80, "country": "SE"},
-             {"email": "se@x.example", "score": 1, "country": "SE"}, {"email": "no@x.example", "country": "NO"})
+    contacts(
+        store,
+        clock,
+        {"email": "vip@x.example", "score": 80, "country": "SE"},
+        {"email": "se@x.example", "score": 1, "country": "SE"},
+        {"email": "no@x.example", "country": "NO"},
+    )
     executor.enroll("f", ["vip@x.example", "se@x.example", "no@x.example"])
     executor.run_once()
     assert contact_row(store, "vip@x.example").category == "vip"
@@ -391,11 +494,12 @@ def test_split_branches_left_to_right(store: Store, clock: ManualClock, executor
     assert where(store)["no@x.example"] == ("dropped_out", "route")
 
 
-def test_success_criteria_finish_immediately_and_handoff(store: Store, clock: ManualClock,
-                                                         executor: Executor) -> None:
+def test_success_criteria_finish_immediately_and_handoff(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, [{"id": "n", "type": "wait", "duration": "1w"}], name="onboarding", triggers=[])
-    steps = [{"id": "w", "type": "wait", "duration": "30d"},
-             {"id": "done", "type": "finish", "on_success": {"add_to_flow": "onboarding"}}]
+    steps = [
+        {"id": "w", "type": "wait", "duration": "30d"},
+        {"id": "done", "type": "finish", "on_success": {"add_to_flow": "onboarding"}},
+    ]
     deploy(store, clock, steps, success_criteria={"criteria": [{"type": "sale_created"}], "finish_immediately": True})
     contacts(store, clock, {"email": "a@x.example"}, {"email": "b@x.example"})
     executor.enroll("f", ["a@x.example", "b@x.example"])
