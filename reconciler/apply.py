@@ -34,9 +34,11 @@ from reconciler.plan import (
 )
 from reconciler.spec import Flow, start_blockers
 from reconciler.spec.bundle import FlowBundle
+from reconciler.spec.steps import Wait
 from reconciler.state import Store, Tx
 from reconciler.state.lease import hold
 from reconciler.state.records import FlowRecord
+from reconciler.timing import wait_until, zone
 
 APPLY_LEASE = "apply"
 ENDED = "the flow was ended"
@@ -55,6 +57,7 @@ class ApplyOptions:
     git_commit: str | None = None
     lock_ttl: timedelta = timedelta(seconds=30)
     lock_wait: timedelta = timedelta(seconds=60)
+    recompute_waits: bool = False  # participants waiting on a changed wait get the new due time
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class _FlowApplier:
                 if isinstance(stage, Update):
                     for old, new, _ in stage.moves:
                         self.tx.move_participants(self._flow().id, old, new, self.now)
+                    if self.options.recompute_waits and record is not None:
+                        self._recompute_waits(Flow.model_validate(record.spec), stage.bundle.flow)
                 self.new_spec = True
             elif isinstance(stage, Delete):
                 self.tx.delete_flow(self.name, self.now, origin="apply", actor=self.options.actor)
@@ -149,6 +154,23 @@ class _FlowApplier:
                 actor=self.options.actor,
                 git_commit=self.options.git_commit,
             )
+
+    def _recompute_waits(self, before: Flow, after: Flow) -> None:
+        """Move the due time of participants waiting on a wait whose length changed:
+        they keep the time already waited (vendor tools leave them on the old time)."""
+        old_waits = {s.id: s for s in before.spec.steps if isinstance(s, Wait)}
+        flow_id = self._flow().id
+        for step in after.spec.steps:
+            old = old_waits.get(step.id)
+            if not isinstance(step, Wait) or old is None or old == step:
+                continue
+            dues = []
+            for participant, due in self.tx.waiting_on(flow_id, step.id):
+                if step.until is not None:
+                    dues.append((participant, wait_until(step, self.now, zone(after.spec.timezone))))
+                elif due is not None and old.duration is not None and step.duration is not None:
+                    dues.append((participant, due - old.duration + step.duration))
+            self.tx.set_due(dues, self.now)
 
     def _flow(self) -> FlowRecord:
         record = self.tx.flow(self.name)

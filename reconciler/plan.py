@@ -93,10 +93,14 @@ def stage_name(stage: Stage) -> str:
 
 @dataclass(frozen=True)
 class StepImpact:
-    """Participants on a changed step when the edit lands."""
+    """Who a changed step reaches: those on it and before it get the new version;
+    those already past it do not (the vendor's rule; a new step never reaches them)."""
 
     step: str
-    participants: int
+    participants: int  # on the step now
+    before: int = 0
+    past: int = 0
+    waiting: int = 0  # on it, waiting out a wait whose due time stays unless recomputed
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,11 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
         change = _replace(base, action=action or "update", stages=tuple(stages))
         return _readiness(change, bundle)
 
-    impact = tuple(StepImpact(s, occupancy.on(s)) for s in _changed_steps(edits, bundle) if occupancy.on(s))
+    impact = tuple(
+        StepImpact(s, occupancy.on(s), occupancy.before(s), occupancy.passed.get(s, 0), occupancy.waiting.get(s, 0))
+        for s in _changed_steps(edits, bundle)
+        if occupancy.in_flow or occupancy.passed.get(s, 0)
+    )
     base = _replace(base, action="update", impact=impact)
     effective_policy = policy or bundle.flow.spec.update_policy
     ends_first = desired_status == NOT_RUNNING and record.status != NOT_RUNNING

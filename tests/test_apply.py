@@ -277,3 +277,21 @@ def test_start_is_refused_without_required_settings(store: Store, clock: ManualC
     plan = make_plan(store, bundles(doc(steps=mail, status="running")))
     (change,) = plan.changes
     assert change.blocked and (change.reason or "").startswith("cannot run:")
+
+
+def test_edit_impact_counts_who_is_on_before_and_past_the_step(store: Store, clock: ManualClock) -> None:
+    from reconciler.state.executor_store import log_step_runs
+
+    run(store, clock, doc())
+    enroll(store, clock, "f", "pause", 2)  # on the wait: the tag step is behind them
+    enroll(store, clock, "f", "tag", 1)
+    enroll(store, clock, "f", None, 1, status=QUEUED)
+    ids = [p.id for p in store.participants("f") if p.step_id == "pause"]
+    with store.transaction() as tx:
+        log_step_runs(tx, [{"participant_id": i, "visit": 0, "step_id": "tag", "revision": 1, "outcome": "done",
+                            "at": clock.now()} for i in ids])
+    edited = [{**STEPS[0], "updates": [{"field": "category", "action": "set", "value": "hot"}]}, *STEPS[1:]]
+    plan = make_plan(store, bundles(doc(steps=edited)))
+    (change,) = plan.changes
+    (impact,) = change.impact
+    assert (impact.step, impact.participants, impact.before, impact.past) == ("tag", 1, 1, 2)

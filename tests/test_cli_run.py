@@ -12,11 +12,11 @@ from alembic import command
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.executor.timing import add_working_days, after, window_opens
 from reconciler.spec.models import SendingWindow
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
 from reconciler.state.database import _config, current_revision, head_revision
+from reconciler.timing import add_working_days, after, window_opens
 from tests.conftest import flow_doc
 
 Run = Callable[..., tuple[int, str, str]]

@@ -522,3 +522,28 @@ def test_step_runs_once_per_visit(store: Store, clock: ManualClock, executor: Ex
     runs = rows(store, c.step_runs)
     assert len(runs) == 120 * 3
     assert len({(r.participant_id, r.visit) for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_changing_a_wait_moves_waiting_participants_only_when_asked(
+    store: Store, clock: ManualClock, executor: Executor, recompute: bool
+) -> None:
+    deploy(store, clock, WAIT_THEN_TAG)
+    contacts(store, clock, {"email": "a@x.example"})
+    executor.enroll("f", ["a@x.example"])
+    executor.run_once()
+    clock.advance(timedelta(hours=6))
+    longer = [{**WAIT_THEN_TAG[0], "duration": "3d"}, *WAIT_THEN_TAG[1:]]
+    result = apply(
+        store,
+        [bundle_document(flow_doc("f", steps=longer, status="running", triggers=SIGNUP), {})],
+        clock=clock,
+        options=ApplyOptions(
+            actor="t", lock_wait=timedelta(0), recompute_waits=recompute, update_policy="pause_and_resume"
+        ),
+    )
+    (impact,) = result.applied[0].impact
+    assert (impact.step, impact.participants, impact.waiting) == ("pause", 1, 1)
+    entered = clock.now() - timedelta(hours=6)
+    expected = entered + (timedelta(days=3) if recompute else timedelta(days=1))
+    assert people(store)["a@x.example"].due_at == expected

@@ -136,7 +136,7 @@ def test_json_change_keys_and_values(plan: Plan) -> None:
     edited = changes["edited"]
     assert edited["stages"] == ["update"]
     assert edited["diff"] == [{"path": "spec.steps[pause].duration", "before": "1d", "after": "2d"}]
-    assert edited["impact"] == [{"step": "pause", "participants": 12}]
+    assert edited["impact"] == [{"step": "pause", "participants": 12, "before": 0, "past": 0, "waiting": 0}]
     assert (edited["blocked"], edited["reason"], edited["moves"]) == (False, None, [])
 
     fresh = changes["fresh"]

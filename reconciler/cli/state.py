@@ -95,9 +95,20 @@ def _refuse_empty_prune(bundles: Sequence[object], prune: bool) -> None:
     show_default=True,
     help="Seconds to wait for another apply to finish.",
 )
+@click.option(
+    "--recompute-waits",
+    is_flag=True,
+    help="Participants waiting on a changed wait step get the new due time (default: they keep theirs).",
+)
 @pass_context
 def apply_command(
-    ctx: Context, paths: tuple[Path, ...], prune: bool, dry_run: bool, update_policy: str | None, lock_timeout: float
+    ctx: Context,
+    paths: tuple[Path, ...],
+    prune: bool,
+    dry_run: bool,
+    update_policy: str | None,
+    lock_timeout: float,
+    recompute_waits: bool,
 ) -> None:
     """Make the actual state match the specs. Exit 1 on error or a blocked change."""
     bundles = desired(paths)
@@ -108,6 +119,7 @@ def apply_command(
         dry_run=dry_run,
         update_policy=update_policy,  # type: ignore[arg-type]
         git_commit=git_commit(paths_or_default(paths)[0].resolve()),
+        recompute_waits=recompute_waits,
         lock_wait=timedelta(seconds=lock_timeout),
     )
     result = apply(ctx.store(), bundles, clock=ctx.clock, options=options)

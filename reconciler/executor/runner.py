@@ -17,7 +17,6 @@ from reconciler.executor.conditions import matches
 from reconciler.executor.enrollment import Enroller
 from reconciler.executor.facts import FactLoader, Needs
 from reconciler.executor.steps import Decision, Effects, Exit, Finish, Hold, Next, StepError, apply_update, render
-from reconciler.executor.timing import after, flow_zone, wait_until, window_opens
 from reconciler.spec import steps as s
 from reconciler.spec.fields import COMPANY_FIELDS
 from reconciler.spec.models import Flow
@@ -32,6 +31,7 @@ from reconciler.state.executor_store import (
 )
 from reconciler.state.records import DROPPED_OUT, FAILED, FINISHED, FINISHED_WITH_SUCCESS
 from reconciler.state.store import Tx
+from reconciler.timing import after, flow_zone, wait_until, window_opens
 
 MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
 SEND_KINDS = {"send_email", "send_sms", "notify_email", "notify_sms", "run_script"}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from reconciler.diff import DiffEntry
-from reconciler.plan import ACTIONS, Create, End, FlowChange, Plan, RecordSpec, Update, stage_name
+from reconciler.plan import ACTIONS, Create, End, FlowChange, Plan, RecordSpec, StepImpact, Update, stage_name
 from reconciler.render.mermaid import flow_mermaid
 from reconciler.spec.models import Flow
 
@@ -136,7 +136,10 @@ def _change_json(change: FlowChange) -> dict[str, Any]:
         "status_before": change.status_before,
         "status_after": change.status_after,
         "diff": [{"path": e.path, "before": e.before, "after": e.after} for e in change.diff],
-        "impact": [{"step": i.step, "participants": i.participants} for i in change.impact],
+        "impact": [
+            {"step": i.step, "participants": i.participants, "before": i.before, "past": i.past, "waiting": i.waiting}
+            for i in change.impact
+        ],
         "moves": [{"from": old, "to": new, "participants": count} for old, new, count in _moves(change)],
         "cancels": _cancels(change),
     }
@@ -180,7 +183,7 @@ def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[s
         else:
             before, after = _compact(entry.before, _TEXT_VALUE_CHARS), _compact(entry.after, _TEXT_VALUE_CHARS)
             lines.append(f"    {paint('~', '~')} {path}: {before} → {after}")
-    lines.extend(f"    ! {_participants(i.participants)} on step '{i.step}'" for i in change.impact)
+    lines.extend(f"    ! {_impact_line(i)}" for i in change.impact)
     lines.extend(f"    → {_participants(n)} move from step '{old}' to '{new}'" for old, new, n in _moves(change))
     if _cancels(change):
         lines.append(f"    ! {_participants(_cancels(change))} in the flow will be cancelled")
@@ -303,7 +306,7 @@ def _facts(change: FlowChange) -> list[str]:
         facts.append(f"**Status:** {change.status_before or '(new)'} → {change.status_after or '(deleted)'}")
     if facts:
         lines += [" · ".join(facts), ""]
-    notes = [f"- {_participants(i.participants)} on step `{i.step}`" for i in change.impact]
+    notes = [f"- {_impact_line(i)}" for i in change.impact]
     notes += [f"- {_participants(n)} move from step `{old}` to `{new}`" for old, new, n in _moves(change)]
     if _cancels(change):
         notes.append(f"- {_participants(_cancels(change))} in the flow will be cancelled")
@@ -353,3 +356,13 @@ def _section_within(change: FlowChange, budget: int) -> str | None:
         reason = f"> **Blocked:** {text if len(text) <= room else text[: max(room - 1, 0)] + '…'}\n\n"
     minimal = head + reason + tail
     return minimal if len(minimal) <= budget else None
+
+
+def _impact_line(impact: StepImpact) -> str:
+    """On / before / past a changed step, so nobody is surprised who gets the new version."""
+    text = f"{_participants(impact.participants)} on step '{impact.step}'"
+    if impact.before or impact.past:
+        text += f", {impact.before} before it (they get the new version), {impact.past} already past it (they do not)"
+    if impact.waiting:
+        text += f"; {impact.waiting} waiting keep their due time unless apply --recompute-waits"
+    return text

@@ -67,6 +67,9 @@ class Occupancy:
 
     by_status: dict[str, int] = field(default_factory=dict)
     on_step: dict[str, int] = field(default_factory=dict)  # active participants per step id
+    waiting: dict[str, int] = field(default_factory=dict)  # of those, waiting out a wait step
+    passed: dict[str, int] = field(default_factory=dict)  # participants (any status) that ran the step
+    passed_in_flow: dict[str, int] = field(default_factory=dict)  # of those, still queued or active
 
     @property
     def queued(self) -> int:
@@ -78,6 +81,10 @@ class Occupancy:
 
     def on(self, step_id: str) -> int:
         return self.on_step.get(step_id, 0)
+
+    def before(self, step_id: str) -> int:
+        """Participants still in the flow that have not reached the step yet."""
+        return max(self.in_flow - self.on(step_id) - self.passed_in_flow.get(step_id, 0), 0)
 
 
 @dataclass(frozen=True)

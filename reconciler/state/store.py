@@ -8,15 +8,15 @@ or not at all: no half-applied flow, ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from reconciler.state import crm  # noqa: F401 - registers the CRM tables on the metadata
+from reconciler.state import crm
 from reconciler.state import tables as t
 from reconciler.state.database import DatabaseError, connect, ensure_current
 from reconciler.state.records import (
@@ -272,6 +272,19 @@ class Tx:
         )
         return int(result.rowcount)
 
+    def waiting_on(self, flow_id: int, step_id: str) -> list[tuple[int, datetime | None]]:
+        p = t.participants
+        query = select(p.c.id, p.c.due_at).where(
+            p.c.flow_id == flow_id, p.c.status == ACTIVE, p.c.step_id == step_id, p.c.step_state == "waiting"
+        )
+        return [(int(i), due) for i, due in self.c.execute(query)]
+
+    def set_due(self, dues: Sequence[tuple[int, datetime]], now: datetime) -> None:
+        if dues:
+            p = t.participants
+            statement = update(p).where(p.c.id == bindparam("pid")).values(due_at=bindparam("due"), updated_at=now)
+            self.c.execute(statement, [{"pid": i, "due": due} for i, due in dues])
+
     def move_participants(self, flow_id: int, from_step: str, to_step: str, now: datetime) -> int:
         result = self.c.execute(
             update(t.participants)
@@ -386,14 +399,37 @@ def _occupancy(c: Connection) -> dict[str, Occupancy]:
         select(f.c.name, p.c.status, func.count()).join(f, f.c.id == p.c.flow_id).group_by(f.c.name, p.c.status)
     ):
         by_status.setdefault(name, {})[status] = count
-    for name, step, count in c.execute(
-        select(f.c.name, p.c.step_id, func.count())
+    waiting: dict[str, dict[str, int]] = {}
+    for name, step, state, count in c.execute(
+        select(f.c.name, p.c.step_id, p.c.step_state, func.count())
         .join(f, f.c.id == p.c.flow_id)
         .where(p.c.status == ACTIVE)
-        .group_by(f.c.name, p.c.step_id)
+        .group_by(f.c.name, p.c.step_id, p.c.step_state)
     ):
-        on_step.setdefault(name, {})[step] = count
-    return {name: Occupancy(counts, on_step.get(name, {})) for name, counts in by_status.items()}
+        steps = on_step.setdefault(name, {})
+        steps[step] = steps.get(step, 0) + count
+        if state == "waiting":
+            waiting.setdefault(name, {})[step] = count
+    passed: dict[str, dict[str, int]] = {}
+    passed_in_flow: dict[str, dict[str, int]] = {}
+    runs = crm.step_runs
+    for name, step, status, count in c.execute(
+        select(f.c.name, runs.c.step_id, p.c.status, func.count(func.distinct(runs.c.participant_id)))
+        .join(p, p.c.id == runs.c.participant_id)
+        .join(f, f.c.id == p.c.flow_id)
+        .group_by(f.c.name, runs.c.step_id, p.c.status)
+    ):
+        steps = passed.setdefault(name, {})
+        steps[step] = steps.get(step, 0) + count
+        if status in IN_FLOW:
+            in_flow = passed_in_flow.setdefault(name, {})
+            in_flow[step] = in_flow.get(step, 0) + count
+    return {
+        name: Occupancy(
+            counts, on_step.get(name, {}), waiting.get(name, {}), passed.get(name, {}), passed_in_flow.get(name, {})
+        )
+        for name, counts in by_status.items()
+    }
 
 
 def _revisions(c: Connection, name: str, *, last: bool = False) -> list[RevisionRecord]:
