@@ -19,6 +19,10 @@ demo: install
 	$(BIN)/reconcile validate specs/
 	$(BIN)/reconcile plan specs/
 	$(BIN)/reconcile apply specs/
+	$(BIN)/reconcile associates import examples/associates.csv
+	$(BIN)/reconcile contacts import examples/contacts.csv
+	$(BIN)/reconcile events ingest examples/events.jsonl
+	$(BIN)/reconcile run --once
 	$(BIN)/reconcile status
 
 lint: install

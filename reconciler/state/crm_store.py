@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import crm as c
 from reconciler.state.store import Tx
@@ -134,7 +135,7 @@ class CrmTx:
         for part in chunks(list(rows)):
             existing = self.contacts_by_email(r["email"] for r in part)
             inserts = []
-            for row in part:
+            for row in {r["email"].lower(): r for r in part}.values():  # the last row of an e-mail wins
                 email = row["email"].lower()
                 values = {k: v for k, v in row.items() if k in CONTACT_COLUMNS and k != "email"}
                 custom = dict(row.get("custom") or {})
@@ -182,6 +183,11 @@ class CrmTx:
             new = [{"name": n, "custom": {}} for n in part if n not in have]
             if new:
                 self.c.execute(insert(c.companies), new)
+
+    def update_company(self, name: str, values: Mapping[str, Any]) -> None:
+        """Set fields (and ``custom``) of the company called ``name``."""
+        if values:
+            self.c.execute(update(c.companies).where(c.companies.c.name == name).values(**dict(values)))
 
     def companies_by_name(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         wanted = sorted({n for n in names if n})
@@ -241,7 +247,11 @@ class CrmTx:
         found = self.c.execute(select(group.c.id).where(group.c.name == name)).scalar()
         if found is not None:
             return int(found)
-        result = self.c.execute(insert(group).values(name=name, created_at=now))
+        try:
+            with self.c.begin_nested():  # another writer may create the same group at this moment
+                result = self.c.execute(insert(group).values(name=name, created_at=now))
+        except IntegrityError:
+            return int(self.c.execute(select(group.c.id).where(group.c.name == name)).scalar_one())
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
@@ -264,17 +274,23 @@ class CrmTx:
     # --- associates and their diaries ----------------------------------------------------
 
     def upsert_associates(self, rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Insert or update associates by name; only the keys given change. Returns (created, updated)."""
         existing = {a.name: a for a in self.associates()}
         created = updated = 0
         for row in rows:
-            values = {k: row.get(k) for k in ("email", "mobile", "group_name")}
-            values["active"] = bool(row.get("active", True))
-            if row["name"] in existing:
+            values = {k: row[k] for k in ("email", "mobile", "group_name", "active") if k in row}
+            current = existing.get(row["name"])
+            if current is None:
+                self.c.execute(
+                    insert(c.associates).values(
+                        name=row["name"],
+                        **{"email": None, "mobile": None, "group_name": None, "active": True, **values},
+                    )
+                )
+                created += 1
+            elif any(getattr(current, k) != v for k, v in values.items()):
                 self.c.execute(update(c.associates).where(c.associates.c.name == row["name"]).values(**values))
                 updated += 1
-            else:
-                self.c.execute(insert(c.associates).values(name=row["name"], **values))
-                created += 1
         return created, updated
 
     def associates(self) -> list[AssociateRecord]:
@@ -303,14 +319,17 @@ class CrmTx:
 
     # --- events ---------------------------------------------------------------------------
 
+    def known_event_keys(self, keys: Iterable[str]) -> set[str]:
+        """The idempotency keys among ``keys`` that stored events already carry."""
+        seen: set[str] = set()
+        for part in chunks(sorted(set(keys))):
+            column = c.events.c.idempotency_key
+            seen.update(self.c.execute(select(column).where(column.in_(part))).scalars())
+        return seen
+
     def append_events(self, new: Sequence[NewEvent]) -> int:
         """Store events; one whose idempotency key was seen before is dropped. Returns how many were stored."""
-        keys = [e.idempotency_key for e in new if e.idempotency_key]
-        seen: set[str] = set()
-        for part in chunks(keys):
-            seen.update(
-                self.c.execute(select(c.events.c.idempotency_key).where(c.events.c.idempotency_key.in_(part))).scalars()
-            )
+        seen = self.known_event_keys(e.idempotency_key for e in new if e.idempotency_key)
         rows = []
         for event in new:
             if event.idempotency_key and event.idempotency_key in seen:

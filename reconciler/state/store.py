@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm
 from reconciler.state import tables as t
@@ -53,8 +53,9 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 yield Tx(connection)
-        except OperationalError as exc:
-            raise DatabaseError(f"state database error: {exc.orig}") from None
+        except (OperationalError, IntegrityError, DataError) as exc:
+            # Rolled back whole; say what the database said, without a traceback.
+            raise DatabaseError(f"state database error: {str(exc.orig).strip().splitlines()[0]}") from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

@@ -1,0 +1,35 @@
+"""The built-in CRM's ways in: CSV imports of contacts and associates, events from
+outside (``emit``, ``ingest``) and static selections.
+
+Everything here validates first and writes in one store transaction, so a bad
+file changes nothing. Imports fire no triggers; events do. Nothing here prints.
+"""
+
+from reconciler.crm.associates import AssociateImport, import_associates
+from reconciler.crm.contacts import ContactImport, ImportRejected, InputError, Problem, import_contacts
+from reconciler.crm.events import (
+    EVENT_TYPES,
+    EventOutcome,
+    IngestResult,
+    SelectionAdd,
+    add_to_selection,
+    emit_event,
+    ingest_events,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "AssociateImport",
+    "ContactImport",
+    "EventOutcome",
+    "ImportRejected",
+    "IngestResult",
+    "InputError",
+    "Problem",
+    "SelectionAdd",
+    "add_to_selection",
+    "emit_event",
+    "import_associates",
+    "import_contacts",
+    "ingest_events",
+]
