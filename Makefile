@@ -44,7 +44,9 @@ test: lint typecheck layers pytest
 
 bench: install
 	$(BIN)/python benchmarks/validate.py
-	@if [ -f benchmarks/plan.py ]; then $(BIN)/python benchmarks/plan.py; fi
+	$(BIN)/python benchmarks/plan.py
+	$(BIN)/python benchmarks/contacts_import.py
+	@if [ -f benchmarks/executor.py ]; then $(BIN)/python benchmarks/executor.py; fi
 
 schema: install
 	$(BIN)/reconcile schema > schemas/flow.schema.json

@@ -78,7 +78,7 @@ def make_plan(
 
 def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options: ApplyOptions) -> ApplyResult:
     """Plan and apply under the lease; returns what was applied and what was blocked."""
-    with hold(store, APPLY_LEASE, clock=clock, ttl=options.lock_ttl, wait=options.lock_wait):
+    with hold(store, APPLY_LEASE, clock=clock, ttl=options.lock_ttl, wait=options.lock_wait) as lease:
         plan = make_plan(store, desired, prune=options.prune, update_policy=options.update_policy)
         if options.dry_run:
             return ApplyResult(plan, ())
@@ -86,6 +86,8 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
         for change in plan.changes:
             if change.blocked or not change.is_change:
                 continue
+            if lease.lost.is_set():
+                raise UserError("lost the apply lock (heartbeats failed): stopped; run apply again")
             with store.transaction() as tx:
                 _FlowApplier(tx, change, clock.now(), options).run()
             applied.append(change)

@@ -186,7 +186,14 @@ def _delete(record: FlowRecord, occupancy: Occupancy) -> FlowChange:
 
 def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
     desired_status = bundle.flow.spec.status.value
-    before = bundle_document(record.spec, record.files)
+    if bundle.content_hash == record.content_hash and record.status == desired_status:
+        return FlowChange(
+            bundle.name,
+            "no-op",
+            status_before=record.status,
+            status_after=desired_status,
+            expected_hash=record.content_hash,
+        )
     diff = diff_documents(record.spec, bundle.document, record.files, bundle.file_digests)
     edits = tuple(d for d in diff if d.path != "spec.status")
     status_diff = () if record.status == desired_status else (DiffEntry("status", record.status, desired_status),)
@@ -233,6 +240,7 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
         prefix = [Pause()]
     moves: tuple[tuple[str, str, int], ...] = ()
     if not ends_first and occupancy.in_flow:
+        before = bundle_document(record.spec, record.files)
         verdict = check_edit(before.flow, bundle.flow, occupancy)
         if verdict.blockers:
             return _block(base, "; ".join(verdict.blockers), stages=(*prefix, Update(bundle)))

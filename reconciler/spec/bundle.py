@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,11 @@ class FlowBundle:
     def name(self) -> str:
         return self.flow.name
 
-    @property
+    @cached_property
     def file_digests(self) -> dict[str, str]:
         return {name: ref.sha256 for name, ref in sorted(self.files.items())}
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
         return content_hash(self.document, self.file_digests)
 

@@ -17,12 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from reconciler.errors import UserError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
+READ_ONLY = {"reconciler_read_only": True}  # execution options of connections that only read
 MIGRATION_LOCK_KEY = 0x7265636F  # "reco": the advisory lock that serializes migrations
 
 
@@ -63,7 +64,9 @@ def _sqlite(url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers queue on the database lock up front; readers keep WAL's concurrent reads.
+        read_only = connection.get_execution_options().get("reconciler_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -86,8 +89,15 @@ def _config_without_engine() -> Config:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The schema revision; DatabaseError when the version table holds several."""
+    with engine.connect().execution_options(**READ_ONLY) as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise DatabaseError(
+            f"the state database claims several schema versions ({', '.join(sorted(heads))}); "
+            "it was changed by hand or by another program: upgrade reconciler or repair alembic_version"
+        )
+    return heads[0] if heads else None
 
 
 def migrate(engine: Engine) -> None:
@@ -101,8 +111,8 @@ def migrate(engine: Engine) -> None:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-    except OperationalError as exc:
-        raise DatabaseError(f"cannot migrate the state database: {exc.orig}") from None
+    except DBAPIError as exc:
+        raise DatabaseError(f"cannot migrate the state database: {str(exc.orig).strip().splitlines()[0]}") from None
 
 
 def ensure_current(engine: Engine) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm
 from reconciler.state import tables as t
-from reconciler.state.database import DatabaseError, connect, ensure_current
+from reconciler.state.database import READ_ONLY, DatabaseError, connect, ensure_current
 from reconciler.state.records import (
     ACTIVE,
     CANCELLED,
@@ -60,7 +60,7 @@ class Store:
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as connection:
+            with self.engine.connect().execution_options(**READ_ONLY) as connection:
                 yield connection
         except OperationalError as exc:
             raise DatabaseError(f"state database error: {exc.orig}") from None
@@ -350,11 +350,18 @@ class Tx:
         current = _lease(row)
         if current.holder != holder and current.expires_at > now:
             return current
-        self.c.execute(
+        taken = self.c.execute(
             update(t.leases)
-            .where(t.leases.c.name == name, t.leases.c.holder == current.holder)
+            .where(
+                t.leases.c.name == name,
+                t.leases.c.holder == current.holder,
+                t.leases.c.expires_at == current.expires_at,
+            )
             .values(holder=holder, acquired_at=now, expires_at=expires_at, heartbeat_at=now)
         )
+        if taken.rowcount != 1:  # somebody else took it between our read and our write
+            row = self.c.execute(select(t.leases).where(t.leases.c.name == name)).first()
+            return _lease(row) if row is not None else current
         return None
 
     def renew_lease(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
