@@ -239,3 +239,16 @@ def test_replaces_names_removed_steps_once(repo: Path, write_spec: Callable[...,
     found = "\n".join(_found(repo))
     assert "step 'a' still exists" in found
     assert "step 'old' is already replaced by step 'a'" in found
+
+
+def test_long_sms_texts_say_how_many_segments(repo: Path, write_spec: Callable[..., Path]) -> None:
+    steps = [
+        {"id": "s", "type": "send_sms", "sender": "ACME", "text": "Hej {{ contact.first_name }}! " + "x" * 170},
+        {"id": "n", "type": "notify_sms", "to": "our_contact", "sender": "ACME", "text": "Ny lead ’ " + "y" * 70},
+        {"id": "done", "type": "finish"},
+    ]
+    write_spec("a.yaml", flow_doc("a", steps=steps))
+    found = _found(repo)
+    assert len(found) == 2
+    assert "warning: SMS text is about 2 segments, GSM-7" in found[0]
+    assert "2 segments, UCS-2" in found[1] and "because of '’'" in found[1]

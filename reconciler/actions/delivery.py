@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class SmsMessage:
     sender: str
     text: str
     reference: str  # the outbox idempotency key, passed to the provider
-    segments: int = 1
-    encoding: str = "GSM-7"
+    segments: int
+    encoding: Literal["GSM-7", "UCS-2"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,12 @@ class DeliveryError(Exception):
 
 
 class TemporaryDeliveryError(DeliveryError):
-    """Try again later (connection refused, 4xx SMTP reply, HTTP 429/5xx)."""
+    """Try again later (connection refused, 4xx SMTP reply, HTTP 429/5xx); ``retry_after``
+    is the provider's hint in seconds, when it gave one."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryError):

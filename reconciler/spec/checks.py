@@ -19,6 +19,7 @@ from reconciler.spec.graph import cycle_without_wait, unreachable
 from reconciler.spec.loader import LoadedFlow, SpecSet, display_path
 from reconciler.spec.locate import PathPart
 from reconciler.spec.models import Flow, FlowStatus
+from reconciler.spec.sms_segments import count_sms, describe_text
 from reconciler.spec.steps import (
     CreateFollowUp,
     CreateRequest,
@@ -108,6 +109,8 @@ class _FlowChecker:
             at: Path_ = ("spec", "steps", i)
             for field, text in _templates(step):
                 self._template(text, (*at, *field), email=isinstance(step, SendEmail))
+            if isinstance(step, SendSms | NotifySms) and count_sms(step.text).segments > 1:
+                self.report((*at, "text"), f"SMS text is {describe_text(step.text)}: each segment is billed", WARNING)
             if isinstance(step, SendEmail):
                 self._files(step, at)
             elif (

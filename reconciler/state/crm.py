@@ -219,6 +219,20 @@ outbox = Table(
     Index("ix_outbox_state_next", "state", "next_attempt_at"),
 )
 
+# Every delivery attempt of an outbox row, with what the provider said.
+outbox_attempts = Table(
+    "outbox_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", When(), nullable=False),
+    Column("finished_at", When()),
+    Column("outcome", String(12), nullable=False),  # sending | sent | retry | failed | unknown
+    Column("detail", Text),
+    Column("provider_id", String(200)),
+)
+
 # One row per step a participant ran: the proof that each step ran once per visit.
 step_runs = Table(
     "step_runs",

@@ -58,6 +58,12 @@ class Store:
             raise DatabaseError(f"state database error: {str(exc.orig).strip().splitlines()[0]}") from None
 
     @contextmanager
+    def reading(self) -> Iterator[Tx]:
+        """A read-only transaction (on SQLite it does not take the write lock)."""
+        with self._read() as connection, connection.begin():
+            yield Tx(connection)
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
             with self.engine.connect().execution_options(**READ_ONLY) as connection:

@@ -1,0 +1,165 @@
+"""SMS text: rendering merge fields, choosing the encoding, counting segments, and
+normalising the recipient's number to E.164.
+
+Why it exists: a provider bills per *segment*, and one character outside the GSM 03.38
+alphabet (a typographic apostrophe, an emoji) switches the whole message to UCS-2 and
+cuts a segment from 160 to 70 characters. ``validate``/``plan`` show the count so a
+reviewer sees "3 segments" before anything is sent; the dispatcher uses the same
+functions to build the ``SmsMessage``.
+
+Everything here is pure (no I/O, no clock). Bad input for one participant (an invalid
+number, a merge field without a value) raises ``PermanentDeliveryError`` with a
+message that is recorded as that participant's outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from reconciler.actions.delivery import PermanentDeliveryError, SmsMessage
+from reconciler.spec.sms_segments import (  # re-exported: the counting lives with the specs
+    GSM_BASIC,
+    GSM_EXTENSION,
+    SmsCount,
+    count_sms,
+    describe,
+    describe_text,
+    is_gsm,
+    non_gsm_characters,
+)
+
+__all__ = [
+    "GSM_BASIC",
+    "GSM_EXTENSION",
+    "SmsCount",
+    "compose_sms",
+    "count_sms",
+    "describe",
+    "describe_text",
+    "is_gsm",
+    "known_region",
+    "non_gsm_characters",
+    "normalize_number",
+    "render_sms",
+]
+
+
+def _refuse_none(value: Any) -> Any:
+    # A stored NULL would render as "None": never send "Hi None!".
+    if value is None:
+        raise UndefinedError("a merge field is empty (None)")
+    return value
+
+
+# The same syntax and sandbox as spec.templates (so validate and send agree), plus a
+# finalize hook that refuses None.
+_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_refuse_none)
+
+
+@lru_cache(maxsize=256)
+def _compile(template: str) -> Template:
+    return _ENVIRONMENT.from_string(template)
+
+
+def render_sms(template: str, data: Mapping[str, Any]) -> str:
+    """Merge ``data`` (``contact``, ``company``, ``flow``) into an SMS text.
+
+    Raises ``PermanentDeliveryError`` when the template does not render for this
+    participant (a merge field without a value, a sandbox violation, a syntax error).
+    """
+    try:
+        return _compile(template).render(dict(data))
+    except UndefinedError as exc:
+        raise PermanentDeliveryError(f"SMS text has a merge field without a value: {exc.message}") from None
+    except TemplateError as exc:
+        raise PermanentDeliveryError(f"SMS text cannot be rendered: {exc.message or type(exc).__name__}") from None
+    except Exception as exc:  # a template is user input: any failure is this participant's outcome
+        raise PermanentDeliveryError(f"SMS text cannot be rendered: {type(exc).__name__}: {exc}") from None
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+_PARSE_PROBLEMS = {
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "not a phone number",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short",
+    phonenumbers.NumberParseException.TOO_LONG: "too long",
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
+}
+_POSSIBLE_PROBLEMS = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "unknown country code",
+    phonenumbers.ValidationResult.TOO_SHORT: "too short",
+    phonenumbers.ValidationResult.TOO_LONG: "too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "wrong number of digits",
+    phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "a local number without an area code",
+}
+
+
+def known_region(region: str) -> bool:
+    """Whether ``region`` (ISO 3166 alpha-2, e.g. ``SE``) has numbering metadata."""
+    return region.upper() in phonenumbers.SUPPORTED_REGIONS
+
+
+def normalize_number(raw: str, default_region: str | None) -> str:
+    """``raw`` as E.164 (``+46701234567``). National numbers (``070-123 45 67``) need
+    ``default_region``; a number with ``+`` or ``00``-style international prefix does not.
+
+    Raises ``PermanentDeliveryError`` saying why the number cannot be used.
+    """
+    text = raw.strip()
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    region = default_region.upper() if default_region else None
+
+    def invalid(why: str) -> PermanentDeliveryError:
+        return PermanentDeliveryError(f"invalid mobile number {shown!r}: {why}")
+
+    if not text:
+        raise invalid("empty")
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and not text.startswith("+"):
+            if region is None:
+                raise invalid(
+                    "no country code; store it as +<country code>… or set settings.sms.default_region (e.g. SE)"
+                ) from None
+            if not known_region(region):
+                raise invalid(f"settings.sms.default_region {region!r} is not a known region") from None
+        raise invalid(_PARSE_PROBLEMS.get(exc.error_type, "cannot be parsed")) from None
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
+        raise invalid(_POSSIBLE_PROBLEMS.get(possible, "not a possible number"))
+    if not phonenumbers.is_valid_number(number):
+        where = phonenumbers.region_code_for_country_code(number.country_code or 0)
+        raise invalid(f"not a valid number in {where}" if where and where != "ZZ" else "not a valid number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# --- all together ----------------------------------------------------------------------------
+
+
+def compose_sms(
+    *,
+    to: str,
+    template: str,
+    data: Mapping[str, Any],
+    sender: str,
+    reference: str,
+    default_region: str | None,
+) -> SmsMessage:
+    """The message the dispatcher hands to an ``SmsTransport``, from an outbox payload
+    (``to`` as stored on the contact, ``text`` as written in the spec)."""
+    number = normalize_number(to, default_region)
+    text = render_sms(template, data)
+    if not text.strip():
+        raise PermanentDeliveryError("SMS text is empty after merging the merge fields")
+    count = count_sms(text)
+    return SmsMessage(
+        to=number, sender=sender, text=text, reference=reference, segments=count.segments, encoding=count.encoding
+    )
