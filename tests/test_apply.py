@@ -288,8 +288,13 @@ def test_edit_impact_counts_who_is_on_before_and_past_the_step(store: Store, clo
     enroll(store, clock, "f", None, 1, status=QUEUED)
     ids = [p.id for p in store.participants("f") if p.step_id == "pause"]
     with store.transaction() as tx:
-        log_step_runs(tx, [{"participant_id": i, "visit": 0, "step_id": "tag", "revision": 1, "outcome": "done",
-                            "at": clock.now()} for i in ids])
+        log_step_runs(
+            tx,
+            [
+                {"participant_id": i, "visit": 0, "step_id": "tag", "revision": 1, "outcome": "done", "at": clock.now()}
+                for i in ids
+            ],
+        )
     edited = [{**STEPS[0], "updates": [{"field": "category", "action": "set", "value": "hot"}]}, *STEPS[1:]]
     plan = make_plan(store, bundles(doc(steps=edited)))
     (change,) = plan.changes
