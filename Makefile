@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/reconcile events ingest examples/events.jsonl
 	$(BIN)/reconcile run --once
 	$(BIN)/reconcile status
+	$(BIN)/reconcile outbox
 
 lint: install
 	$(BIN)/ruff check reconciler tests benchmarks examples

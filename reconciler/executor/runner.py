@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from reconciler.actions.delivery import PermanentDeliveryError
+from reconciler.actions.sms_text import normalize_number
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.conditions import matches
 from reconciler.executor.enrollment import Enroller
@@ -374,16 +376,25 @@ class Batch:
                 },
             )
         elif isinstance(step, s.SendSms):
-            if not values.get("mobile"):
+            settings = flow.spec.settings.sms
+            try:
+                number = normalize_number(
+                    str(values.get("mobile") or ""), settings.default_region if settings else None
+                )
+                problem = None
+            except PermanentDeliveryError as exc:
+                number, problem = (
+                    "",
+                    "no mobile number" if not values.get("mobile") else f"no usable mobile number: {exc}",
+                )
+            if problem:
                 if step.on_missing_mobile == "exit":
-                    return Exit("no mobile number", step.after_exit)
-                return Next("skipped: no mobile number")
+                    return Exit(problem, step.after_exit)
+                return Next(f"skipped: {problem}")
             if values.get("blocked"):
                 return Next("skipped: contact is blocked")
             sender = step.sender or (flow.spec.settings.sms.sender if flow.spec.settings.sms else None)
-            self._outbox(
-                p, flow, step.id, step.type, contact, {"to": values["mobile"], "text": step.text, "sender": sender}
-            )
+            self._outbox(p, flow, step.id, step.type, contact, {"to": number, "text": step.text, "sender": sender})
         elif isinstance(step, s.NotifyEmail | s.NotifySms):
             to = step.to
             if to in s.ROLES:

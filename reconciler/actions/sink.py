@@ -1,0 +1,106 @@
+"""The local sink: deliveries written to files when no SMTP or SMS provider is set.
+
+``make demo`` and a laptop without a mail server still get real, rendered messages:
+e-mail as MIME files in a maildir (``<dir>/mail/new/…``, readable by any mail client
+or ``cat``), SMS as one JSON object per line in ``<dir>/sms.jsonl``. Writes are
+atomic: a maildir message appears by rename, an SMS line by one ``O_APPEND`` write
+under an exclusive lock, so concurrent dispatchers never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mailbox
+import os
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.actions.delivery import EmailMessage, Receipt, SmsMessage, TemporaryDeliveryError
+from reconciler.actions.email import to_mime
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["DEFAULT_OUTBOX_DIR", "MaildirSink"]
+
+DEFAULT_OUTBOX_DIR = Path(".reconciler") / "outbox"
+
+
+class MaildirSink:
+    """Both an ``EmailTransport`` and an ``SmsTransport`` that write files."""
+
+    def __init__(self, directory: Path = DEFAULT_OUTBOX_DIR) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MaildirSink({str(self.directory)!r})"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.directory / "mail"
+
+    @property
+    def sms_file(self) -> Path:
+        return self.directory / "sms.jsonl"
+
+    def send(self, message: EmailMessage | SmsMessage) -> Receipt:
+        try:
+            if isinstance(message, SmsMessage):
+                return self._sms(message)
+            return self._mail(message)
+        except OSError as exc:  # a full disk or a read-only directory: try again later
+            raise TemporaryDeliveryError(
+                f"cannot write to the local outbox {self.directory}: {exc.strerror or exc}"
+            ) from None
+
+    def close(self) -> None:
+        """Nothing is held open between sends."""
+
+    def _mail(self, message: EmailMessage) -> Receipt:
+        mime = to_mime(message, utf8=not (message.to.address.isascii() and message.sender.address.isascii()))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        box = mailbox.Maildir(self.mail_dir, create=True)  # writes tmp/, then renames into new/
+        key = box.add(mime.as_bytes(policy=mime.policy.clone(linesep="\n")))
+        return Receipt(
+            provider_id=key,
+            detail=f"written to {self.mail_dir / 'new' / key}",
+            extra={"message_id": str(mime["Message-ID"])},
+        )
+
+    def _sms(self, message: SmsMessage) -> Receipt:
+        ident = uuid.uuid4().hex
+        line = {
+            "id": ident,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "to": message.to,
+            "sender": message.sender,
+            "text": message.text,
+            "reference": message.reference,
+            "segments": message.segments,
+            "encoding": message.encoding,
+        }
+        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.sms_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    written = os.write(fd, data)
+                    if written != len(data):  # pragma: no cover - a full disk mid-line
+                        os.ftruncate(fd, os.fstat(fd).st_size - written)
+                        raise OSError(28, "short write")
+                finally:
+                    if fcntl is not None:
+                        with contextlib.suppress(OSError):
+                            fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        return Receipt(provider_id=ident, detail=f"appended to {self.sms_file}")

@@ -1,0 +1,403 @@
+"""E-mail delivery over SMTP with the standard library, configured by one URL.
+
+``RECONCILER_SMTP_URL`` is ``smtp://[user:password@]host[:port][?starttls=true]``
+(port 25; ``starttls=optional`` uses TLS when offered, ``true`` insists on it) or
+``smtps://…`` (implicit TLS, port 465); ``helo=name`` sets the EHLO name. User and
+password are percent-decoded. The password lives only in this object: ``repr`` and
+every error text are redacted, and nothing here writes it anywhere.
+
+One connection is kept open across sends (a dispatcher drains many rows in a row);
+it is checked with NOOP when it has been idle, and a connection that turns out to be
+dead before the message was handed over is replaced once, transparently.
+
+Errors are translated at this edge: no connection, timeouts and 4xx replies before
+the message is handed over are ``TemporaryDeliveryError``; 5xx replies are
+``PermanentDeliveryError``; a failure after the message content went out (no final
+reply) is ``OutcomeUnknown`` — the server may have queued it, so it is never resent
+blindly. The transport is not meant to be shared by threads; a lock serialises use.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from reconciler.actions.delivery import (
+    DeliveryError,
+    EmailMessage,
+    EmailTransport,
+    OutcomeUnknown,
+    PermanentDeliveryError,
+    Receipt,
+    TemporaryDeliveryError,
+)
+from reconciler.actions.email import to_mime
+from reconciler.errors import ConfigError
+
+__all__ = ["SMTP_URL_VARIABLE", "SmtpSettings", "SmtpTransport", "transport_from_env"]
+
+SMTP_URL_VARIABLE = "RECONCILER_SMTP_URL"
+_PORTS = {"smtp": 25, "smtps": 465}
+_STARTTLS: dict[str, Literal["off", "optional", "required"]] = {
+    **dict.fromkeys(("", "false", "no", "off", "0"), "off"),
+    "optional": "optional",
+    **dict.fromkeys(("true", "yes", "on", "1", "required"), "required"),
+}
+_QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE)
+_SEND_RATE = 250_000  # bytes per second we allow at least for handing over the content
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """A parsed ``RECONCILER_SMTP_URL``; ``redacted`` is safe to show."""
+
+    scheme: Literal["smtp", "smtps"]
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: Literal["off", "optional", "required"] = "off"
+    helo: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpSettings:
+        parts = urlsplit(url.strip())
+        shown = _redact_url(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _PORTS:
+            raise ConfigError(f"{SMTP_URL_VARIABLE} must start with smtp:// or smtps:// (got {shown})")
+        if not parts.hostname:
+            raise ConfigError(f"{SMTP_URL_VARIABLE} has no host: {shown}")
+        try:
+            port = parts.port or _PORTS[scheme]
+        except ValueError:
+            raise ConfigError(f"{SMTP_URL_VARIABLE} has an invalid port: {shown}") from None
+        if parts.path not in ("", "/"):
+            raise ConfigError(f"{SMTP_URL_VARIABLE} takes no path: {shown}")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"starttls", "helo"})
+        if unknown:
+            raise ConfigError(f"{SMTP_URL_VARIABLE}: unknown option(s) {', '.join(unknown)}; known: helo, starttls")
+        starttls = _STARTTLS.get(options.get("starttls", "").lower())
+        if starttls is None:
+            raise ConfigError(f"{SMTP_URL_VARIABLE}: starttls must be true, optional or false")
+        if scheme == "smtps" and starttls != "off":
+            raise ConfigError(f"{SMTP_URL_VARIABLE}: smtps:// is TLS from the start; starttls is for smtp://")
+        return cls(
+            scheme="smtps" if scheme == "smtps" else "smtp",
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            starttls=starttls,
+            helo=options.get("helo") or None,
+        )
+
+    @property
+    def redacted(self) -> str:
+        user = f"{quote(self.username, safe='')}{':***' if self.password is not None else ''}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = "?starttls=" + ("true" if self.starttls == "required" else "optional") if self.starttls != "off" else ""
+        return f"{self.scheme}://{user}{host}:{self.port}{query}"
+
+
+def _redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages about a URL we cannot parse."""
+    return re.sub(r"(//[^/@:?#]*:)[^@/?#]*@", r"\1***@", url)
+
+
+class SmtpTransport:
+    """``EmailTransport`` over SMTP; see the module docstring for URL and errors."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30,
+        data_timeout: float = 120,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_check: float = 30,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``timeout`` bounds connecting and every command; ``data_timeout`` the wait
+        for the final reply once the content is sent (servers scan mail first).
+        ``ssl_context`` defaults to the system's trust store (``SSL_CERT_FILE`` works)."""
+        self.settings = SmtpSettings.parse(url)
+        self.timeout = timeout
+        self.data_timeout = data_timeout
+        self.idle_check = idle_check
+        self._ssl_context = ssl_context
+        self._clock = clock
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        self._lock = threading.Lock()
+        self.connections = 0  # opened so far; for tests and metrics
+
+    def __repr__(self) -> str:
+        return f"SmtpTransport({self.settings.redacted!r})"
+
+    def __enter__(self) -> SmtpTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the interface ----------------------------------------------------------------
+
+    def send(self, message: EmailMessage) -> Receipt:
+        addresses = [message.sender.address, message.to.address]
+        utf8 = not all(a.isascii() for a in addresses)
+        mime = to_mime(message, utf8=utf8)
+        data = mime.as_bytes()
+        message_id = str(mime["Message-ID"])
+        with self._lock:
+            try:
+                reused = self._smtp is not None
+                try:
+                    return self._transaction(self._connection(), message, data, utf8, message_id)
+                except _Broken as exc:
+                    self._drop()
+                    if not reused:
+                        raise TemporaryDeliveryError(exc.detail) from None
+                # the kept connection was dead: once more on a new one
+                try:
+                    return self._transaction(self._connection(), message, data, utf8, message_id)
+                except _Broken as exc:
+                    self._drop()
+                    raise TemporaryDeliveryError(exc.detail) from None
+            except DeliveryError as exc:
+                exc.detail = self._redact(exc.detail)
+                exc.args = (exc.detail,)
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            smtp, self._smtp = self._smtp, None
+            if smtp is not None:
+                try:
+                    smtp.quit()
+                except (OSError, smtplib.SMTPException):
+                    smtp.close()
+
+    # --- connection -------------------------------------------------------------------
+
+    def _connection(self) -> smtplib.SMTP:
+        now = self._clock()
+        if self._smtp is not None and now - self._last_used > self.idle_check:
+            try:
+                healthy = self._smtp.noop()[0] == 250
+            except (OSError, smtplib.SMTPException):
+                healthy = False
+            if not healthy:
+                self._drop()
+        if self._smtp is None:
+            self._smtp = self._connect()
+            self.connections += 1
+        self._last_used = now
+        return self._smtp
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        where = f"SMTP server {s.host}:{s.port}"
+        smtp: smtplib.SMTP | None = None
+        try:
+            if s.scheme == "smtps":
+                smtp = smtplib.SMTP_SSL(s.host, s.port, s.helo, timeout=self.timeout, context=self._context())
+            else:
+                smtp = smtplib.SMTP(s.host, s.port, s.helo, timeout=self.timeout)
+            smtp.ehlo_or_helo_if_needed()
+            if s.starttls != "off":
+                if smtp.has_extn("starttls"):
+                    smtp.starttls(context=self._context())
+                    smtp.ehlo()
+                elif s.starttls == "required":
+                    raise TemporaryDeliveryError(f"{where} does not offer STARTTLS, which {SMTP_URL_VARIABLE} requires")
+            if s.username:
+                _login(smtp, s.username, s.password or "")
+        except BaseException as exc:
+            if smtp is not None:
+                smtp.close()
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise TemporaryDeliveryError(
+                    f"{where} refused the login of {s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}"
+                ) from None
+            if isinstance(exc, smtplib.SMTPNotSupportedError):
+                hint = " (try ?starttls=true)" if s.scheme == "smtp" and s.starttls == "off" else ""
+                raise TemporaryDeliveryError(f"{where} does not offer AUTH for the login{hint}") from None
+            if isinstance(exc, smtplib.SMTPResponseException):
+                raise TemporaryDeliveryError(
+                    f"{where} refused the session: {_reply(exc.smtp_code, exc.smtp_error)}"
+                ) from None
+            if isinstance(exc, ssl.SSLError):
+                raise TemporaryDeliveryError(f"TLS with {where} failed: {exc}") from None
+            if isinstance(exc, OSError):
+                raise TemporaryDeliveryError(f"cannot connect to {where}: {_oserror(exc)}") from None
+            raise
+        return smtp
+
+    # --- one message ------------------------------------------------------------------
+
+    def _transaction(
+        self, smtp: smtplib.SMTP, message: EmailMessage, data: bytes, utf8: bool, message_id: str
+    ) -> Receipt:
+        options: list[str] = []
+        if utf8:
+            if not smtp.has_extn("smtputf8"):
+                raise PermanentDeliveryError("the address is not ASCII and the SMTP server does not support SMTPUTF8")
+            options += ["SMTPUTF8", "BODY=8BITMIME"]
+        if smtp.has_extn("size"):
+            limit = int(smtp.esmtp_features.get("size") or 0)
+            if limit and len(data) > limit:
+                raise PermanentDeliveryError(f"the message is {len(data)} bytes; the SMTP server accepts {limit}")
+            options.append(f"SIZE={len(data)}")
+        try:
+            code, reply = smtp.mail(message.sender.address, options)
+            if code != 250:
+                raise self._refused(smtp, f"sender {message.sender.address}", code, reply)
+            code, reply = smtp.rcpt(message.to.address)
+            if code not in (250, 251):
+                raise self._refused(smtp, f"recipient {message.to.address}", code, reply)
+            smtp.putcmd("data")
+            code, reply = smtp.getreply()
+            if code != 354:
+                raise self._refused(smtp, "DATA", code, reply)
+        except DeliveryError:
+            raise
+        except (OSError, smtplib.SMTPException) as exc:  # before the content: nothing was handed over
+            raise _Broken(
+                f"connection to the SMTP server failed before the message was sent: {_oserror(exc)}"
+            ) from None
+        try:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(max(self.timeout, len(data) / _SEND_RATE))
+            smtp.send(_dot_stuffed(data))
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.data_timeout)
+            code, reply = smtp.getreply()
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            raise OutcomeUnknown(
+                "the SMTP server did not confirm the message after it was sent "
+                f"({_oserror(exc)}); it may have been delivered"
+            ) from None
+        if 200 <= code < 300:
+            text = _text(reply)
+            found = _QUEUED_AS.search(text)
+            return Receipt(
+                provider_id=found.group(1) if found else None,
+                detail=f"{code} {text}".strip(),
+                extra={"message_id": message_id, "server": self.settings.redacted},
+            )
+        if code == 421:
+            self._drop()
+        raise _classify("the SMTP server refused the message", code, reply)
+
+    def _refused(self, smtp: smtplib.SMTP, what: str, code: int, reply: bytes) -> DeliveryError:
+        if code == 421:  # closing the session
+            self._drop()
+        else:
+            try:
+                smtp.rset()
+            except (OSError, smtplib.SMTPException):
+                self._drop()
+        return _classify(f"the SMTP server refused the {what}", code, reply)
+
+    def _redact(self, text: str) -> str:
+        password = self.settings.password
+        if not password:
+            return text
+        user = self.settings.username or ""
+        secrets = {
+            password,
+            quote(password, safe=""),
+            base64.b64encode(password.encode()).decode(),
+            base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+        }
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """``smtp.login``, plus AUTH PLAIN in UTF-8 (RFC 4616) for credentials that are not
+    ASCII, which smtplib cannot encode."""
+    if (user + password).isascii():
+        smtp.login(user, password)
+        return
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    if "PLAIN" not in smtp.esmtp_features["auth"].upper().split():
+        raise smtplib.SMTPAuthenticationError(504, b"non-ASCII credentials need AUTH PLAIN, which is not offered")
+    token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode("ascii")
+    code, reply = smtp.docmd("AUTH", f"PLAIN {token}")
+    if code not in (235, 503):  # 503: already authenticated
+        raise smtplib.SMTPAuthenticationError(code, reply)
+
+
+class _Broken(Exception):
+    """The connection failed before the content was handed over; safe to retry."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _classify(what: str, code: int, reply: bytes) -> DeliveryError:
+    text = f"{what}: {_reply(code, reply)}"
+    if 500 <= code < 600:
+        return PermanentDeliveryError(text)
+    return TemporaryDeliveryError(text)
+
+
+def _text(reply: bytes | str) -> str:
+    raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(raw.split())
+
+
+def _reply(code: int, reply: bytes | str) -> str:
+    return f"{code} {_text(reply)}".strip()
+
+
+def _oserror(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text or type(exc).__name__
+
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled, ``CRLF.CRLF`` at the end."""
+    body = _DOT.sub(b"..", _EOL.sub(b"\r\n", data))
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+def transport_from_env(env: Mapping[str, str]) -> EmailTransport | None:
+    """An SMTP transport from ``RECONCILER_SMTP_URL``; None when it is not set."""
+    url = env.get(SMTP_URL_VARIABLE, "").strip()
+    return SmtpTransport(url) if url else None

@@ -1,0 +1,335 @@
+"""The outbox dispatcher: exactly once, or visibly not — on SQLite and PostgreSQL.
+
+Transports are in-memory fakes of our own delivery interfaces; the real SMTP and
+HTTP adapters have their own tests against real local servers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from reconciler.actions.delivery import (
+    EmailMessage,
+    OutcomeUnknown,
+    PermanentDeliveryError,
+    Receipt,
+    SmsMessage,
+    TemporaryDeliveryError,
+)
+from reconciler.apply import ApplyOptions, apply
+from reconciler.clock import ManualClock
+from reconciler.config import ScriptRegistration
+from reconciler.executor import Executor
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.spec.bundle import FileRef, FlowBundle
+from reconciler.spec.models import Flow
+from reconciler.state import Store
+from reconciler.state import crm as c
+from reconciler.state.crm_store import CrmTx
+from tests.conftest import flow_doc
+
+EMAIL = {"sender": {"name": "Acme", "address": "news@acme.example"}, "reply_to": "help@acme.example"}
+SCORES: list[str] = []
+
+
+def score(contact: dict[str, Any]) -> dict[str, int]:
+    SCORES.append(contact["email"])
+    return {"score": 7}
+
+
+def explode(contact: dict[str, Any]) -> None:
+    raise RuntimeError("boom")
+
+
+class FakeMail:
+    """Records what it was given; ``fail`` decides per call what goes wrong."""
+
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage | SmsMessage] = []
+        self.fail: Callable[[EmailMessage | SmsMessage], None] = lambda message: None
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def send(self, message: Any) -> Receipt:
+        self.fail(message)
+        with self.lock:
+            self.sent.append(message)
+        return Receipt(provider_id=f"id-{len(self.sent)}", detail="250 ok")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def mail() -> FakeMail:
+    return FakeMail()
+
+
+@pytest.fixture
+def dispatcher(store: Store, clock: ManualClock, mail: FakeMail) -> Dispatcher:
+    scripts = ScriptRunner(
+        {
+            "score": ScriptRegistration("score", "tests.test_dispatch:score", "test"),
+            "explode": ScriptRegistration("explode", "tests.test_dispatch:explode", "test"),
+        },
+        5,
+    )
+    return Dispatcher(
+        store, clock, Transports(mail, mail, scripts), DispatchPolicy(rate_per_minute=100), jitter=lambda: 0.5
+    )
+
+
+def deploy(store: Store, clock: ManualClock, tmp_path: Any, steps: list[dict[str, Any]], **spec: Any) -> None:
+    html = tmp_path / "c.html"
+    html.write_text("<p>Hej {{ contact.first_name }}</p><a href='{{ unsubscribe_url }}'>unsubscribe</a>")
+    spec.setdefault("settings", {"email": EMAIL, "sms": {"sender": "ACME", "default_region": "SE"}})
+    document = flow_doc("f", steps=steps, status="running", **spec)
+    digest = __import__("hashlib").sha256(html.read_bytes()).hexdigest()
+    bundle = FlowBundle(
+        Flow.model_validate(document), document, {"c.html": FileRef("c.html", digest, html.stat().st_size, html)}
+    )
+    result = apply(store, [bundle], clock=clock, options=ApplyOptions(actor="t", lock_wait=timedelta(0)))
+    assert not result.blocked
+
+
+def enroll(store: Store, clock: ManualClock, *rows: dict[str, Any]) -> None:
+    with store.transaction() as tx:
+        CrmTx(tx).upsert_contacts([{"consent_marketing": True, **r} for r in rows], clock.now())
+    Executor(store, clock).enroll("f", [r["email"] for r in rows])
+    Executor(store, clock).run_once()
+
+
+def outbox(store: Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(c.outbox).order_by(c.outbox.c.id)))
+
+
+def attempts(store: Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(c.outbox_attempts).order_by(c.outbox_attempts.c.id)))
+
+
+MAIL = [
+    {"id": "mail", "type": "send_email", "subject": "Hej {{ contact.first_name }}", "content": "c.html"},
+    {"id": "done", "type": "finish"},
+]
+SMS = [{"id": "sms", "type": "send_sms", "text": "Hej {{ contact.first_name }}!"}, {"id": "done", "type": "finish"}]
+
+
+def test_sends_once_with_rendered_content(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, [MAIL[0], SMS[0], {"id": "done", "type": "finish"}])
+    enroll(store, clock, {"email": "a@x.example", "first_name": "Åsa", "mobile": "070-123 45 67"})
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (2, 0)
+    email, sms = mail.sent
+    assert isinstance(email, EmailMessage) and isinstance(sms, SmsMessage)
+    assert (email.subject, email.to.address, email.sender.address) == ("Hej Åsa", "a@x.example", "news@acme.example")
+    assert "Hej Åsa" in email.html and "mailto:help@acme.example" in email.html
+    assert (sms.to, sms.text, sms.sender, sms.segments) == ("+46701234567", "Hej Åsa!", "ACME", 1)
+    assert [r.state for r in outbox(store)] == ["sent", "sent"]
+    assert [(a.attempt, a.outcome, a.provider_id) for a in attempts(store)] == [
+        (1, "sent", "id-1"),
+        (1, "sent", "id-2"),
+    ]
+    assert dispatcher.run_once().sent == 0  # nothing twice
+
+
+def test_temporary_errors_retry_with_backoff_then_give_up(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, [MAIL[0], {"id": "later", "type": "wait", "duration": "30d"}, MAIL[1]])
+    enroll(store, clock, {"email": "a@x.example", "first_name": "A"})
+
+    def busy(message: Any) -> None:
+        raise TemporaryDeliveryError("451 try later")
+
+    mail.fail = busy
+    assert dispatcher.run_once().retried == 1
+    (row,) = outbox(store)
+    assert (row.state, row.attempts, row.last_error) == ("pending", 1, "451 try later")
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=30)  # base delay, jitter 0.5 → ×1.0
+    assert dispatcher.run_once().retried == 0  # not due yet
+    for attempt in range(2, 8):
+        clock.set(outbox(store)[0].next_attempt_at)
+        dispatcher.run_once()
+        assert outbox(store)[0].attempts == attempt
+    clock.set(outbox(store)[0].next_attempt_at)
+    stats = dispatcher.run_once()
+    assert stats.failed == 1
+    (row,) = outbox(store)
+    assert row.state == "failed" and row.last_error.startswith("gave up after 8 attempts")
+    participant = store.participants("f")[0]  # still in the flow: it stops here, with the reason
+    assert participant.status == "failed" and "451 try later" in (participant.reason or "")
+
+
+def test_retry_succeeds_and_arrives_once(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, MAIL)
+    enroll(store, clock, {"email": "a@x.example", "first_name": "A"})
+    calls: list[int] = []
+
+    def flaky(message: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TemporaryDeliveryError("connection refused")
+
+    mail.fail = flaky
+    dispatcher.run_once()
+    clock.advance(timedelta(minutes=5))
+    dispatcher.run_once()
+    assert len(mail.sent) == 1 and outbox(store)[0].state == "sent"
+    assert [a.outcome for a in attempts(store)] == ["retry", "sent"]
+
+
+def test_permanent_and_unknown_outcomes(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, [SMS[0], {"id": "later", "type": "wait", "duration": "30d"}, SMS[1]])
+    enroll(
+        store,
+        clock,
+        {"email": "bad@x.example", "first_name": "B", "mobile": "+46701234500"},
+        {"email": "lost@x.example", "first_name": "L", "mobile": "+46701234567"},
+    )
+
+    def fail(message: Any) -> None:
+        if message.to == "+46701234500":
+            raise PermanentDeliveryError("400 number is not reachable")
+        raise OutcomeUnknown("read timeout after the request was sent")
+
+    mail.fail = fail
+    stats = dispatcher.run_once()
+    assert (stats.failed, stats.unknown) == (1, 1)
+    states = {r.contact_email: (r.state, r.last_error) for r in outbox(store)}
+    assert states["bad@x.example"] == ("failed", "400 number is not reachable")
+    assert states["lost@x.example"] == ("unknown", "read timeout after the request was sent")
+    people = {p.contact: p for p in store.participants("f")}
+    assert (people["bad@x.example"].status, people["bad@x.example"].reason) == (
+        "failed",
+        "sms: 400 number is not reachable",
+    )
+    assert people["lost@x.example"].status == "active"  # the flow goes on; the send is visible as unknown
+    clock.advance(timedelta(days=1))
+    assert dispatcher.run_once().unknown == 0  # never resent blindly
+
+
+def test_invalid_numbers_are_treated_like_missing_ones(
+    store: Store, clock: ManualClock, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, [{**SMS[0], "on_missing_mobile": "exit"}, SMS[1]])
+    enroll(store, clock, {"email": "bad@x.example", "first_name": "B", "mobile": "12"})
+    (person,) = store.participants("f")
+    assert (person.status, person.reason) == (
+        "dropped_out",
+        "no usable mobile number: invalid mobile number '12': too short",
+    )
+    assert outbox(store) == []
+
+
+def test_a_dispatcher_that_died_mid_send_leaves_the_row_unknown(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, MAIL)
+    enroll(store, clock, {"email": "a@x.example", "first_name": "A"})
+    with store.engine.begin() as conn:  # what a SIGKILL between "sending" and "sent" leaves behind
+        conn.execute(update(c.outbox).values(state="sending", attempts=1, updated_at=clock.now()))
+    clock.advance(timedelta(minutes=11))
+    stats = dispatcher.run_once()
+    assert (stats.recovered, stats.sent) == (1, 0)
+    assert outbox(store)[0].state == "unknown" and mail.sent == []
+
+
+def test_render_errors_fail_that_participant_only(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, MAIL)
+    enroll(store, clock, {"email": "named@x.example", "first_name": "N"}, {"email": "anon@x.example"})
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (1, 1)
+    failed = [r for r in outbox(store) if r.state == "failed"]
+    assert failed[0].contact_email == "anon@x.example" and "first_name" in failed[0].last_error
+
+
+def test_window_and_rate_limit_hold_sends_back(store: Store, clock: ManualClock, mail: FakeMail, tmp_path: Any) -> None:
+    deploy(
+        store,
+        clock,
+        tmp_path,
+        SMS,
+        timezone="UTC",
+        settings={"sms": {"sender": "ACME"}, "sending_window": {"days": "mon-fri", "from": "08:00", "to": "17:00"}},
+    )
+    enroll(
+        store, clock, *({"email": f"p{i}@x.example", "first_name": "P", "mobile": f"+4670123450{i}"} for i in range(5))
+    )
+    limited = Dispatcher(
+        store, clock, Transports(mail, mail, ScriptRunner({}, 1)), DispatchPolicy(rate_per_minute=2), jitter=lambda: 0.5
+    )
+    stats = limited.run_once()
+    assert (stats.sent, stats.deferred) == (2, 3)
+    clock.set(datetime(2026, 1, 5, 18, 0, tzinfo=UTC))  # the window closed
+    stats = limited.run_once()
+    assert (stats.sent, stats.deferred) == (0, 3)
+    assert {r.next_attempt_at for r in outbox(store) if r.state == "pending"} == {datetime(2026, 1, 6, 8, tzinfo=UTC)}
+
+
+def test_scripts_run_fire_and_forget(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    steps = [
+        {"id": "s", "type": "run_script", "script": "score"},
+        {"id": "x", "type": "run_script", "script": "explode"},
+        {"id": "u", "type": "run_script", "script": "unregistered"},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, tmp_path, steps)
+    SCORES.clear()
+    enroll(store, clock, {"email": "a@x.example"})
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (1, 2)
+    assert SCORES == ["a@x.example"]
+    details = {r.step_id: (r.state, r.last_error) for r in outbox(store)}
+    assert details["x"] == ("failed", "script 'explode' raised RuntimeError: boom")
+    assert details["u"][1] == "script 'unregistered' is not registered here"
+    assert store.participants("f")[0].status == "finished"  # scripts never hold the flow
+
+
+def test_two_dispatchers_never_send_the_same_row(store: Store, clock: ManualClock, tmp_path: Any) -> None:
+    deploy(store, clock, tmp_path, SMS)
+    enroll(
+        store,
+        clock,
+        *({"email": f"p{i}@x.example", "first_name": "P", "mobile": f"+467012345{i:02d}"} for i in range(40)),
+    )
+    shared = FakeMail()
+    workers = [
+        Dispatcher(
+            store,
+            clock,
+            Transports(shared, shared, ScriptRunner({}, 1)),
+            DispatchPolicy(batch_size=5, rate_per_minute=1000),
+            jitter=lambda: 0.5,
+        )
+        for _ in range(2)
+    ]
+    threads = [threading.Thread(target=w.run_once) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(m.to for m in shared.sent) == sorted(f"+467012345{i:02d}" for i in range(40))
+    assert {r.state for r in outbox(store)} == {"sent"}
