@@ -58,6 +58,7 @@ class ApplyOptions:
     lock_ttl: timedelta = timedelta(seconds=30)
     lock_wait: timedelta = timedelta(seconds=60)
     recompute_waits: bool = False  # participants waiting on a changed wait get the new due time
+    heal: bool = True  # also undo out-of-band status changes (the watch daemon makes it opt-in)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
             return ApplyResult(plan, ())
         applied = []
         for change in plan.changes:
-            if change.blocked or not change.is_change:
+            if change.blocked or not change.is_change or (not options.heal and heals_only(change)):
                 continue
             if lease.lost.is_set():
                 raise UserError("lost the apply lock (heartbeats failed): stopped; run apply again")
@@ -92,6 +93,11 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
                 _FlowApplier(tx, change, clock.now(), options).run()
             applied.append(change)
         return ApplyResult(plan, tuple(applied))
+
+
+def heals_only(change: FlowChange) -> bool:
+    """A change the specs did not ask for: it only undoes an out-of-band status change."""
+    return bool(change.stages) and all(isinstance(stage, Start | Pause | Resume | End) for stage in change.stages)
 
 
 class _FlowApplier:

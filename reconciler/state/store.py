@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
@@ -85,6 +85,18 @@ class Store:
         """Participant counts for every flow, in two grouped queries."""
         with self._read() as c:
             return _occupancy(c)
+
+    def oldest_due(self) -> datetime | None:
+        """The earliest due time of an active participant of a running flow (executor lag)."""
+        p, f = t.participants, t.flows
+        query = (
+            select(func.min(p.c.due_at))
+            .join(f, f.c.id == p.c.flow_id)
+            .where(p.c.status == ACTIVE, f.c.status == "running")
+        )
+        with self._read() as c:
+            value = c.execute(query).scalar()
+        return _aware(value)
 
     def dropout_reasons(self) -> dict[str, dict[str, int]]:
         """Why participants dropped out, per flow: reason → count."""
@@ -498,3 +510,12 @@ def _participant(r: Row[Any]) -> ParticipantRecord:
 
 def _lease(r: Row[Any]) -> LeaseRecord:
     return LeaseRecord(r.name, r.holder, r.acquired_at, r.expires_at, r.heartbeat_at)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Aggregates bypass the column type: SQLite hands back a naive UTC string or datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

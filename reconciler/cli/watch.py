@@ -1,0 +1,124 @@
+"""``reconcile watch``: run the GitOps daemon until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from reconciler.cli.app import Context, actor, cli, pass_context, paths_or_default, spec_paths
+from reconciler.cli.run import transports
+from reconciler.config import drift_ignore_rules, registered_scripts
+from reconciler.drift import IgnoreRule
+from reconciler.errors import ConfigError
+from reconciler.executor import Executor
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy
+from reconciler.gitinfo import git_commit
+from reconciler.watch import Daemon, WatchOptions
+from reconciler.watch.logs import configure
+from reconciler.watch.metrics import Metrics, serve
+
+
+@cli.command()
+@spec_paths
+@click.option(
+    "--debounce-ms",
+    type=click.IntRange(min=10),
+    default=300,
+    show_default=True,
+    help="Changes closer together than this are one reconcile.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between full reconciles even without file changes.",
+)
+@click.option("--drift-interval", type=click.FloatRange(min=1), default=60.0, show_default=True)
+@click.option(
+    "--run-interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between executor and outbox rounds.",
+)
+@click.option("--self-heal", is_flag=True, help="Also undo out-of-band status changes (default: report them).")
+@click.option("--prune", is_flag=True, help="Delete flows whose spec was removed (never a running one).")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), help="Serve /metrics, /healthz, /readyz.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
+)
+@click.option("--no-dispatch", is_flag=True, help="Leave the outbox to another process.")
+@pass_context
+def watch(
+    ctx: Context,
+    paths: tuple[Path, ...],
+    debounce_ms: int,
+    interval: float,
+    drift_interval: float,
+    run_interval: float,
+    self_heal: bool,
+    prune: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
+    log_level: str,
+    no_dispatch: bool,
+) -> None:
+    """Apply on spec change, run the executor and outbox, report drift; until SIGTERM/SIGINT."""
+    configure(log_format, log_level)
+    spec_dirs = paths_or_default(paths)
+    for path in spec_dirs:
+        if not path.exists():
+            raise click.UsageError(f"{path}: no such file or directory")
+    try:
+        ignore = [IgnoreRule.parse(text) for text in drift_ignore_rules()]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    store = ctx.store()
+    options = WatchOptions(
+        paths=spec_dirs,
+        known_scripts=frozenset(registered_scripts()),
+        actor=actor(),
+        debounce_ms=debounce_ms,
+        reconcile_interval=interval,
+        drift_interval=drift_interval,
+        run_interval=run_interval,
+        self_heal=self_heal,
+        prune=prune,
+        ignore=ignore,
+        git_commit=lambda: git_commit(spec_dirs[0].resolve()),
+    )
+    dispatcher = None
+    if not no_dispatch:
+        dispatcher = Dispatcher(
+            store,
+            ctx.clock,
+            transports(30.0),
+            DispatchPolicy(unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL")),
+        )
+    metrics = Metrics()
+    daemon = Daemon(
+        store, ctx.clock, options, executor=Executor(store, ctx.clock), dispatcher=dispatcher, metrics=metrics
+    )
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        del frame
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server = serve(metrics, metrics_port, daemon.ready.is_set, metrics_host) if metrics_port is not None else None
+    try:
+        daemon.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+        if dispatcher is not None:
+            dispatcher.transports.close()

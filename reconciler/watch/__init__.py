@@ -1,0 +1,5 @@
+"""The ``reconcile watch`` daemon: apply on change, run the executor, watch for drift."""
+
+from reconciler.watch.daemon import Daemon, WatchOptions
+
+__all__ = ["Daemon", "WatchOptions"]
