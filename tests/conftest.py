@@ -17,6 +17,21 @@ from sqlalchemy.exc import OperationalError
 
 from reconciler.state import Store
 
+Run = Callable[..., tuple[int, str, str]]
+
+
+def invoke_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``reconcile ARGS`` in-process: (exit code, stdout, stderr); a bug's exception propagates."""
+    from click.testing import CliRunner
+
+    from reconciler.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
 MINIMAL: dict[str, Any] = {
     "apiVersion": "reconciler/v1",
     "kind": "Flow",

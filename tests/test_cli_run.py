@@ -9,17 +9,14 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from click.testing import CliRunner
 
-from reconciler.cli import cli
 from reconciler.spec.models import SendingWindow
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
 from reconciler.state.database import _config, current_revision, head_revision
 from reconciler.timing import add_working_days, after, window_opens
-from tests.conftest import flow_doc
+from tests.conftest import Run, flow_doc, invoke_cli
 
-Run = Callable[..., tuple[int, str, str]]
 STEPS = [
     {"id": "tag", "type": "update_contact", "updates": [{"field": "category", "action": "set", "value": "lead"}]},
     {
@@ -46,13 +43,7 @@ def run(repo: Path, write_spec: Callable[..., Path], database_url: str, monkeypa
         )
     store.close()
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(cli, list(args))
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
+    return invoke_cli
 
 
 def test_enroll_run_and_status(run: Run) -> None:

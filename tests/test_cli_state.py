@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from reconciler.cli import cli
+from tests.conftest import Run, invoke_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
@@ -30,13 +27,7 @@ def run(example_repo: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("RECONCILER_DATABASE_URL", database_url)
     monkeypatch.setenv("RECONCILER_ACTOR", "ci-bot")
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(cli, list(args))
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
+    return invoke_cli
 
 
 def test_plan_json_contract_and_detailed_exit_codes(run: Run) -> None:

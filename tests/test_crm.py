@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from reconciler.cli import cli
 from reconciler.crm import (
     ImportRejected,
     InputError,
@@ -33,10 +31,10 @@ from reconciler.spec.types import check_email
 from reconciler.state import Store
 from reconciler.state import crm as tables
 from reconciler.state.crm_store import ContactRecord, CrmTx, EventRecord
+from tests.conftest import Run, invoke_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-Run = Callable[..., tuple[int, str, str]]
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -754,13 +752,7 @@ def run(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> R
     monkeypatch.setenv("RECONCILER_DATABASE_URL", database_url)
     monkeypatch.chdir(tmp_path)
 
-    def invoke(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(cli, list(args))
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
+    return invoke_cli
 
 
 @pytest.fixture
