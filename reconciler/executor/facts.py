@@ -55,6 +55,8 @@ class FactLoader:
         self.crm = crm
         self.added: dict[str, set[tuple[str, int]]] = {"selection": set(), "project": set()}
         self.removed: dict[str, set[tuple[str, int]]] = {"selection": set(), "project": set()}
+        # (kind, group) → (members, contacts asked about), read once per batch by ``preload``
+        self._preloaded: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
 
     def load(self, contacts: Sequence[ContactRecord], needs: Needs) -> dict[str, Facts]:
         ids = [c.id for c in contacts]
@@ -91,7 +93,24 @@ class FactLoader:
             for c in contacts
         }
 
+    def preload(self, kind: str, names: Iterable[str], contact_ids: Sequence[int]) -> None:
+        """Read the membership of these contacts in these groups once, for ``member``."""
+        names = set(names) - {n for k, n in self._preloaded if k == kind}
+        if not names or not contact_ids:
+            return
+        found = self.crm.memberships(kind, names, contact_ids)
+        for name in names:
+            self._preloaded[(kind, name)] = ({i for n, i in found if n == name}, set(contact_ids))
+
     def member(self, kind: str, name: str, contact_id: int) -> bool:
+        known = self._preloaded.get((kind, name))
+        if known is not None and contact_id in known[1]:
+            key = (name, contact_id)
+            if key in self.added[kind]:
+                return True
+            if key in self.removed[kind]:
+                return False
+            return contact_id in known[0]
         return (name, contact_id) in self._groups(kind, {name}, [contact_id])
 
     def _groups(self, kind: str, names: Iterable[str], ids: Sequence[int]) -> set[tuple[str, int]]:

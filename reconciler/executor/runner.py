@@ -55,6 +55,12 @@ class Batch:
 
     def run(self, claimed: list[Claimed]) -> None:
         self.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
+        exclusions = set()
+        for name in {p.flow_name for p in claimed}:
+            flow = self.catalog.flow(name)
+            if flow is not None and flow.spec.enrollment.exclusion_selection:
+                exclusions.add(flow.spec.enrollment.exclusion_selection)
+        self.facts.preload("selection", exclusions, [c.id for c in self.contacts.values()])
         for p in claimed:
             self._advance(p)
         self._flush(claimed)
