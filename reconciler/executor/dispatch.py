@@ -48,9 +48,10 @@ from reconciler.state.outbox_store import (
     fail_participant,
     finish_attempt,
     recover_stale,
+    reserve,
     revision_spec,
     sent_since,
-    start_attempts,
+    start_attempt,
 )
 from reconciler.timing import flow_zone, window_opens
 
@@ -65,6 +66,7 @@ class DispatchPolicy:
     max_delay: timedelta = timedelta(hours=4)
     rate_per_minute: int = 600  # per flow
     stale_after: timedelta = timedelta(minutes=10)
+    reserve_for: timedelta = timedelta(minutes=5)  # a claimed batch is ours this long; then due again
     script_timeout: float = 30.0
     unsubscribe_url: str | None = None  # with {email}; default: a mailto: to the reply-to address
 
@@ -133,6 +135,7 @@ class _Job:
     """A claimed row and everything needed to send it, read in the claiming transaction."""
 
     row: OutboxRow
+    reserved_until: datetime
     flow: Flow | None
     contact: dict[str, Any] | None
     files: dict[str, bytes] = field(default_factory=dict)
@@ -188,10 +191,11 @@ class Dispatcher:
                 else:
                     budget[row.flow_name] -= 1
                     chosen.append(row)
-            start_attempts(tx, chosen, now)
-            return self._prepare(tx, chosen)
+            reserved_until = now + self.policy.reserve_for
+            reserve(tx, chosen, reserved_until, now)
+            return self._prepare(tx, chosen, reserved_until)
 
-    def _prepare(self, tx: Any, rows: list[OutboxRow]) -> list[_Job]:
+    def _prepare(self, tx: Any, rows: list[OutboxRow], reserved_until: datetime) -> list[_Job]:
         crm = CrmTx(tx)
         contacts = crm.contacts_by_email(r.contact_email for r in rows)
         associates = {a.name: a for a in crm.associates()}
@@ -205,7 +209,11 @@ class Dispatcher:
             spec = specs[key]
             contact = contacts.get(row.contact_email)
             job = _Job(
-                row, spec[0] if spec else None, contact.as_template_data() if contact else None, associates=associates
+                row,
+                reserved_until,
+                spec[0] if spec else None,
+                contact.as_template_data() if contact else None,
+                associates=associates,
             )
             if row.kind == "send_email" and spec is not None:
                 names = [
@@ -225,6 +233,9 @@ class Dispatcher:
 
     def _deliver(self, job: _Job, stats: DispatchStats) -> None:
         row = job.row
+        with self.store.transaction() as tx:  # "sending" is committed before the provider sees anything
+            if not start_attempt(tx, row, job.reserved_until, self.clock.now()):
+                return
         try:
             receipt = self._send(job)
         except OutcomeUnknown as exc:

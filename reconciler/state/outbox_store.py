@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
@@ -90,30 +90,35 @@ def sent_since(tx: Tx, since: datetime) -> dict[str, int]:
     return {str(name): int(n) for name, n in tx.c.execute(query)}
 
 
-def start_attempts(tx: Tx, rows: Sequence[OutboxRow], now: datetime) -> None:
-    """Mark rows ``sending`` and open an attempt for each (committed before sending)."""
-    if not rows:
-        return
+def reserve(tx: Tx, rows: Sequence[OutboxRow], until: datetime, now: datetime) -> None:
+    """Hold claimed rows for this dispatcher: still ``pending``, but not due for anyone
+    else until ``until``. A dispatcher that dies leaves them due again, not lost."""
+    defer(tx, [r.id for r in rows], until, now)
+
+
+def start_attempt(tx: Tx, row: OutboxRow, reserved_until: datetime, now: datetime) -> bool:
+    """Mark one reserved row ``sending`` and open its attempt, right before it is handed
+    over (committed first). False when the reservation lapsed and another took it."""
     o = c.outbox
-    tx.c.execute(
-        update(o).where(o.c.id == bindparam("oid")).values(state="sending", attempts=bindparam("n"), updated_at=now),
-        [{"oid": r.id, "n": r.attempts + 1} for r in rows],
+    taken = tx.c.execute(
+        update(o)
+        .where(o.c.id == row.id, o.c.state == "pending", o.c.next_attempt_at == reserved_until)
+        .values(state="sending", attempts=row.attempts + 1, updated_at=now)
     )
+    if taken.rowcount != 1:
+        return False
     tx.c.execute(
-        insert(c.outbox_attempts),
-        [
-            {
-                "outbox_id": r.id,
-                "attempt": r.attempts + 1,
-                "started_at": now,
-                "finished_at": None,
-                "outcome": "sending",
-                "detail": None,
-                "provider_id": None,
-            }
-            for r in rows
-        ],
+        insert(c.outbox_attempts).values(
+            outbox_id=row.id,
+            attempt=row.attempts + 1,
+            started_at=now,
+            finished_at=None,
+            outcome="sending",
+            detail=None,
+            provider_id=None,
+        )
     )
+    return True
 
 
 def finish_attempt(
