@@ -45,6 +45,7 @@ def deploy(
     **spec: Any,
 ) -> None:
     spec.setdefault("triggers", SIGNUP)
+    clock.advance(timedelta(seconds=1))  # applying takes a moment: events before it are before it
     document = flow_doc(name, steps=steps, status=status, **spec)
     result = apply(
         store,
@@ -363,7 +364,7 @@ def test_first_available_meeting_slot_skips_busy_diary_times(
     executor.enroll("f", ["a@x.example", "b@x.example"])
     executor.run_once()
     starts = sorted(f.starts_at for f in rows(store, c.follow_ups))
-    assert starts == [datetime(2026, 1, 5, 9, tzinfo=UTC), datetime(2026, 1, 5, 12, tzinfo=UTC)]
+    assert starts == [datetime(2026, 1, 5, 12, tzinfo=UTC), datetime(2026, 1, 5, 13, tzinfo=UTC)]  # 10-12 busy
 
 
 def test_sends_go_to_the_outbox_after_their_checks(store: Store, clock: ManualClock, executor: Executor) -> None:

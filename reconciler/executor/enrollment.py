@@ -22,7 +22,15 @@ from reconciler.spec.events import AddedToProject, AddedToSelection, ContactUpda
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import WaitForAction
 from reconciler.state.crm_store import ContactRecord, CrmTx, EventRecord
-from reconciler.state.executor_store import insert_participants, mark_success, participations, set_participant_fields
+from reconciler.state.executor_store import (
+    Participation,
+    insert_participants,
+    lock_event_processing,
+    mark_success,
+    participations,
+    set_participant_fields,
+    status_history,
+)
 from reconciler.state.records import ACTIVE, DROPPED_OUT, IN_FLOW, QUEUED
 from reconciler.state.store import Tx
 
@@ -142,29 +150,54 @@ class Enroller:
 
 
 def process_events(enroller: Enroller, limit: int) -> int:
-    """Handle up to ``limit`` stored events in order; returns how many were handled."""
+    """Handle up to ``limit`` stored events in order; returns how many were handled.
+
+    A trigger fires only if the flow was live (running or paused) when the event
+    happened — an event from while it was not running never enrolls anyone later.
+    """
     tx, crm, catalog, now = enroller.tx, enroller.crm, enroller.catalog, enroller.now
+    lock_event_processing(tx)
     events = crm.unprocessed_events(limit)
     if not events:
         return 0
     live = catalog.live()
+    history = status_history(tx, [record.name for record, _ in live])
     contacts = crm.contacts_by_email(e.contact_email for e in events)
+    emails = sorted(contacts)
+    current: dict[str, list[Participation]] = {}
+    for part in participations(tx, emails, in_flow_only=True):
+        current.setdefault(part.contact, []).append(part)
     for event in events:
         contact = contacts.get(event.contact_email)
         if contact is None:
             continue
+        enrolled = False
         for record, flow in live:
+            if not _was_live(history.get(record.name, []), event.occurred_at):
+                continue
             if any(event_matches(trigger, event) for trigger in flow.spec.triggers):
-                enroller.enroll(record.name, [contact], source=f"trigger:{event.type}")
-        _meet(tx, catalog, event, now)
+                enrolled |= bool(enroller.enroll(record.name, [contact], source=f"trigger:{event.type}").enrolled)
+        if enrolled:
+            current[contact.email] = participations(tx, [contact.email], in_flow_only=True)
+        _meet(tx, catalog, event, now, current.get(contact.email, []))
     crm.mark_processed([e.id for e in events], now)
     return len(events)
 
 
-def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime) -> None:
+def _was_live(changes: list[tuple[datetime, str | None]], at: datetime) -> bool:
+    """Was the flow running or paused at ``at``, by its status history?"""
+    status = None
+    for when, to_status in changes:
+        if when > at:
+            break
+        status = to_status
+    return status in ("running", "paused")
+
+
+def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime, parts: Sequence[Participation]) -> None:
     """Success criteria met and awaited actions taken by this event."""
     succeeded, finishing, woken = [], [], []
-    for part in participations(tx, [event.contact_email], in_flow_only=True):
+    for part in parts:
         flow = catalog.flow(part.flow_name)
         if flow is None:
             continue

@@ -118,7 +118,8 @@ class FactLoader:
         if not names:
             return set()
         found = self.crm.memberships(kind, names, ids)
-        found |= {(n, i) for n, i in self.added[kind] if n in names and i in set(ids)}
+        wanted = set(ids)
+        found |= {(n, i) for n, i in self.added[kind] if n in names and i in wanted}
         return found - self.removed[kind]
 
     def note(self, kind: str, name: str, contact_id: int, *, added: bool) -> None:

@@ -55,12 +55,20 @@ class Batch:
 
     def run(self, claimed: list[Claimed]) -> None:
         self.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
-        exclusions = set()
+        groups: dict[str, set[str]] = {"selection": set(), "project": set()}
         for name in {p.flow_name for p in claimed}:
             flow = self.catalog.flow(name)
-            if flow is not None and flow.spec.enrollment.exclusion_selection:
-                exclusions.add(flow.spec.enrollment.exclusion_selection)
-        self.facts.preload("selection", exclusions, [c.id for c in self.contacts.values()])
+            if flow is None:
+                continue
+            if flow.spec.enrollment.exclusion_selection:
+                groups["selection"].add(flow.spec.enrollment.exclusion_selection)
+            for step in flow.spec.steps:
+                if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
+                    groups["selection"].update([step.selection] if step.selection else [])
+                    groups["project"].update([step.project] if step.project else [])
+        ids = [c.id for c in self.contacts.values()]
+        for kind, names in groups.items():
+            self.facts.preload(kind, names, ids)
         for p in claimed:
             self._advance(p)
         self._flush(claimed)

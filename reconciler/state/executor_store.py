@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
@@ -23,6 +23,7 @@ from reconciler.state.crm_store import chunks
 from reconciler.state.records import ACTIVE, IN_FLOW
 from reconciler.state.store import Tx
 
+EVENT_LOCK_KEY = 0x72656376  # "recv": the advisory lock around event processing
 _PARTICIPANT_FIELDS = (
     "status",
     "step_id",
@@ -172,3 +173,21 @@ def mark_success(tx: Tx, ids: Sequence[int], now: datetime) -> None:
     p = t.participants
     for part in chunks(list(ids)):
         tx.c.execute(update(p).where(p.c.id.in_(part), p.c.success_at.is_(None)).values(success_at=now, updated_at=now))
+
+
+def lock_event_processing(tx: Tx) -> None:
+    """One event processor at a time (PostgreSQL): events are handled in order per
+    contact, and two workers never enroll the same contact from two events at once.
+    SQLite's BEGIN IMMEDIATE already serializes writers."""
+    if tx.c.dialect.name == "postgresql":
+        tx.c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+
+
+def status_history(tx: Tx, names: Sequence[str]) -> dict[str, list[tuple[datetime, str | None]]]:
+    """Each flow's status changes, oldest first: (when, new status)."""
+    s = t.status_changes
+    found: dict[str, list[tuple[datetime, str | None]]] = {}
+    query = select(s.c.flow_name, s.c.at, s.c.to_status).where(s.c.flow_name.in_(list(names))).order_by(s.c.id)
+    for name, at, status in tx.c.execute(query):
+        found.setdefault(str(name), []).append((at, status))
+    return found
