@@ -539,10 +539,10 @@ class Batch:
 
     def _flush(self, claimed: list[Claimed]) -> None:
         effects = self.effects
-        for contact_id, changes in effects.contact_changes.items():
-            self.crm.update_contact(contact_id, changes, effects.custom_changes.pop(contact_id, None), self.now)
+        changes: dict[int, dict[str, Any]] = {i: dict(v) for i, v in effects.contact_changes.items()}
         for contact_id, custom in effects.custom_changes.items():
-            self.crm.update_contact(contact_id, {}, custom, self.now)
+            changes.setdefault(contact_id, {})["custom"] = custom
+        self.crm.update_contacts(changes, self.now)
         grouped: dict[tuple[str, str, bool], list[int]] = {}
         for kind, name, contact_id, add in effects.memberships:
             grouped.setdefault((kind, name, add), []).append(contact_id)

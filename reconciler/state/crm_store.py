@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import crm as c
@@ -175,6 +175,21 @@ class CrmTx:
             values["custom"] = dict(custom)
         if values:
             self.c.execute(update(c.contacts).where(c.contacts.c.id == contact_id).values(**values, updated_at=now))
+
+    def update_contacts(self, changes: Mapping[int, Mapping[str, Any]], now: datetime) -> None:
+        """Many contacts' field changes (``custom`` included) with one executemany per set of columns."""
+        grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for contact_id, values in changes.items():
+            if values:
+                columns = tuple(sorted(values))
+                grouped.setdefault(columns, []).append({"cid": contact_id, **{f"v_{k}": v for k, v in values.items()}})
+        for columns, rows in grouped.items():
+            statement = (
+                update(c.contacts)
+                .where(c.contacts.c.id == bindparam("cid"))
+                .values({k: bindparam(f"v_{k}") for k in columns} | {"updated_at": now})
+            )
+            self.c.execute(statement, rows)
 
     def ensure_companies(self, names: Iterable[str]) -> None:
         wanted = sorted({n for n in names if n})
