@@ -167,15 +167,6 @@ class CrmTx:
                 self.c.execute(insert(c.contacts), inserts)
         return created, updated
 
-    def update_contact(
-        self, contact_id: int, changes: Mapping[str, Any], custom: Mapping[str, Any] | None, now: datetime
-    ) -> None:
-        values: dict[str, Any] = dict(changes)
-        if custom is not None:
-            values["custom"] = dict(custom)
-        if values:
-            self.c.execute(update(c.contacts).where(c.contacts.c.id == contact_id).values(**values, updated_at=now))
-
     def update_contacts(self, changes: Mapping[int, Mapping[str, Any]], now: datetime) -> None:
         """Many contacts' field changes (``custom`` included) with one executemany per set of columns."""
         grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
