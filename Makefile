@@ -47,7 +47,9 @@ bench: install
 	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/plan.py
 	$(BIN)/python benchmarks/contacts_import.py
-	@if [ -f benchmarks/executor.py ]; then $(BIN)/python benchmarks/executor.py; fi
+	$(BIN)/python benchmarks/executor.py
+	$(BIN)/python benchmarks/outbox.py
+	$(BIN)/python benchmarks/watch.py
 
 schema: install
 	$(BIN)/reconcile schema > schemas/flow.schema.json

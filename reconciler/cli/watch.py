@@ -109,8 +109,9 @@ def watch(
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
-        del frame
+        del signum, frame
         daemon.stop.set()
+        daemon.changed.set()  # wake the loop now
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -62,10 +62,12 @@ class Executor:
             batch.run(claimed)
             return RunStats(batches=1, participants=len(claimed), steps=batch.steps_run)
 
-    def run_once(self, *, max_rounds: int = 100_000) -> RunStats:
-        """Drain everything due now; returns what was done."""
+    def run_once(self, *, max_rounds: int = 100_000, stop: threading.Event | None = None) -> RunStats:
+        """Drain everything due now (or until ``stop`` is set, after the batch at hand)."""
         total = RunStats()
         for _ in range(max_rounds):
+            if stop is not None and stop.is_set():
+                break
             events = self.process_events()
             done = self.run_batch()
             total.events += events

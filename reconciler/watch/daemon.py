@@ -32,6 +32,7 @@ from reconciler.executor import Executor
 from reconciler.executor.dispatch import Dispatcher
 from reconciler.state import Store
 from reconciler.state.lease import Lease, new_holder, try_acquire
+from reconciler.state.records import PARTICIPANT_STATUSES
 from reconciler.watch.metrics import Metrics
 
 log = logging.getLogger("reconciler.watch")
@@ -85,7 +86,8 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self._round()
-                self.stop.wait(self.options.run_interval)
+                # A saved file wakes the loop at once; so does a stop request.
+                self.changed.wait(self.options.run_interval)
         finally:
             self._step_down()
             watcher.join(timeout=5)
@@ -97,9 +99,14 @@ class Daemon:
             now = time.monotonic()
             if leading and (self.changed.is_set() or now >= self._next_reconcile):
                 self.changed.clear()
-                self.reconcile()
+                try:
+                    self.reconcile()
+                except UserError:
+                    self.changed.set()  # not lost: the next round tries again
+                    raise
                 self._next_reconcile = now + self.options.reconcile_interval
             if not leading:
+                self.changed.clear()  # the leader applies; a follower only works the queue
                 self.ready.set()  # followers are ready once the database answers
             if not self.stop.is_set():
                 self._work()
@@ -111,9 +118,12 @@ class Daemon:
             log.warning("round failed: %s", exc)
 
     def _watch(self) -> None:
+        # ``step`` is the quiet gap that ends a batch of changes: our debounce. ``debounce``
+        # caps how long a batch may keep growing (a long git checkout).
         for changes in watchfiles.watch(
             *self.options.paths,
-            debounce=self.options.debounce_ms,
+            step=self.options.debounce_ms,
+            debounce=max(self.options.debounce_ms * 10, 1600),
             stop_event=self.stop,
             yield_on_timeout=False,
             raise_interrupt=False,
@@ -126,8 +136,10 @@ class Daemon:
     # --- leadership ---------------------------------------------------------------------------
 
     def _lead(self) -> bool:
-        if self.lease is not None and self.lease.lost.is_set():
+        # Renew now, not only in the heartbeat: a leader that froze past its lease must not apply.
+        if self.lease is not None and (self.lease.lost.is_set() or not self.lease.renew()):
             log.warning("lost the leader lease")
+            self.lease.lost.set()
             self.lease = None
         if self.lease is None:
             held = try_acquire(self.store, LEADER_LEASE, self.holder, self.options.lease_ttl, self.clock)
@@ -184,7 +196,7 @@ class Daemon:
         self.ready.set()
 
     def _work(self) -> None:
-        stats = self.executor.run_once()
+        stats = self.executor.run_once(stop=self.stop)
         self.metrics.steps.inc(stats.steps)
         self.metrics.events.inc(stats.events)
         if self.dispatcher is not None:
@@ -211,9 +223,10 @@ class Daemon:
 
     def _observe(self) -> None:
         occupancy = self.store.occupancy()
+        self.metrics.participants.clear()  # flows deleted since the last round lose their series
         for flow, counts in occupancy.items():
-            for status, n in counts.by_status.items():
-                self.metrics.participants.labels(flow, status).set(n)
+            for status in PARTICIPANT_STATUSES:
+                self.metrics.participants.labels(flow, status).set(counts.by_status.get(status, 0))
         oldest = self.store.oldest_due()
         now = self.clock.now()
         self.metrics.lag.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)

@@ -14,6 +14,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
+from reconciler.errors import ConfigError
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -58,6 +60,9 @@ def serve(metrics: Metrics, port: int, ready: Callable[[], bool], host: str = "1
             return [b"ready\n" if ok else b"not ready\n"]
         return prometheus(environ, start_response)  # type: ignore[no-any-return]
 
-    server = make_server(host, port, app, handler_class=_Quiet)
+    try:
+        server = make_server(host, port, app, handler_class=_Quiet)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
