@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from reconciler.cli.app import Context, cli, pass_context
 from reconciler.crm import (
     EVENT_TYPES,
     ImportRejected,
+    ImportResult,
     Problem,
     add_to_selection,
     emit_event,
@@ -31,6 +32,17 @@ def _show(problems: Iterable[Problem]) -> None:
         click.echo(str(problem), err=True)
 
 
+def _report(run: Callable[[], ImportResult]) -> None:
+    """Run an import; print its problems (also when it was rejected) and its summary."""
+    try:
+        result = run()
+    except ImportRejected as exc:
+        _show(exc.problems)
+        raise
+    _show(result.problems)
+    click.echo(result.summary())
+
+
 @cli.group()
 def contacts() -> None:
     """Contacts of the built-in CRM."""
@@ -47,13 +59,7 @@ def contacts_import(ctx: Context, file: Path, skip_invalid: bool) -> None:
     fields. One transaction: an invalid row imports nothing unless --skip-invalid.
     Imports fire no triggers.
     """
-    try:
-        result = import_contacts(ctx.store(), file, ctx.clock.now(), skip_invalid=skip_invalid)
-    except ImportRejected as exc:
-        _show(exc.problems)
-        raise
-    _show(result.problems)
-    click.echo(result.summary())
+    _report(lambda: import_contacts(ctx.store(), file, ctx.clock.now(), skip_invalid=skip_invalid))
 
 
 @cli.group()
@@ -67,13 +73,7 @@ def associates() -> None:
 @pass_context
 def associates_import(ctx: Context, file: Path, skip_invalid: bool) -> None:
     """Upsert associates from a CSV file with the columns name (required), email, mobile, group, active."""
-    try:
-        result = import_associates(ctx.store(), file, skip_invalid=skip_invalid)
-    except ImportRejected as exc:
-        _show(exc.problems)
-        raise
-    _show(result.problems)
-    click.echo(result.summary())
+    _report(lambda: import_associates(ctx.store(), file, skip_invalid=skip_invalid))
 
 
 @cli.group()

@@ -6,7 +6,7 @@ file changes nothing. Imports fire no triggers; events do. Nothing here prints.
 """
 
 from reconciler.crm.associates import AssociateImport, import_associates
-from reconciler.crm.contacts import ContactImport, ImportRejected, InputError, Problem, import_contacts
+from reconciler.crm.contacts import ContactImport, ImportRejected, ImportResult, InputError, Problem, import_contacts
 from reconciler.crm.events import (
     EVENT_TYPES,
     EventOutcome,
@@ -23,6 +23,7 @@ __all__ = [
     "ContactImport",
     "EventOutcome",
     "ImportRejected",
+    "ImportResult",
     "IngestResult",
     "InputError",
     "Problem",

@@ -8,7 +8,6 @@ transaction. An associate's identity is its ``name`` (what specs write, e.g.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from reconciler.crm.contacts import (
     ASSOCIATE_LENGTHS,
     CsvFile,
     ImportRejected,
+    ImportResult,
     InputError,
     Problem,
     open_lines,
@@ -36,24 +36,11 @@ ASSOCIATE_COLUMNS = {
 }
 
 
-@dataclass
-class AssociateImport:
-    file: str
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: int = 0
-    problems: list[Problem] = field(default_factory=list)
+def _result(file: str) -> ImportResult:
+    return ImportResult(file, noun="associate")
 
-    @property
-    def imported(self) -> int:
-        return self.created + self.updated + self.unchanged
 
-    def summary(self) -> str:
-        return (
-            f"imported {self.imported} associate(s): {self.created} created, {self.updated} updated, "
-            f"{self.unchanged} unchanged; {self.errors} error(s)"
-        )
+AssociateImport = ImportResult
 
 
 def import_associates(store: Store, path: Path, *, skip_invalid: bool = False) -> AssociateImport:
@@ -63,7 +50,7 @@ def import_associates(store: Store, path: Path, *, skip_invalid: bool = False) -
         columns, problems = _columns(csv_file)
         if problems:
             raise ImportRejected(csv_file.name, problems)
-        result = AssociateImport(csv_file.name)
+        result = _result(csv_file.name)
         rows = _rows(csv_file, columns, result, skip_invalid)
     if result.errors and not skip_invalid:
         raise ImportRejected(csv_file.name, result.problems)

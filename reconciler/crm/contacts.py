@@ -471,10 +471,11 @@ def write_companies(crm: CrmTx, changes: Mapping[str, ContactValues]) -> None:
 
 
 @dataclass
-class ContactImport:
+class ImportResult:
     """What an import did; ``problems`` are in file order (errors and warnings)."""
 
     file: str
+    noun: str = "contact"
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -487,9 +488,12 @@ class ContactImport:
 
     def summary(self) -> str:
         return (
-            f"imported {self.imported} contact(s): {self.created} created, {self.updated} updated, "
+            f"imported {self.imported} {self.noun}(s): {self.created} created, {self.updated} updated, "
             f"{self.unchanged} unchanged; {self.errors} error(s)"
         )
+
+
+ContactImport = ImportResult
 
 
 def import_contacts(
@@ -711,6 +715,7 @@ __all__ = [
     "CsvFile",
     "FieldRef",
     "ImportRejected",
+    "ImportResult",
     "InputError",
     "Problem",
     "TextLines",
