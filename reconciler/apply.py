@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from reconciler.clock import Clock
@@ -83,9 +83,11 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
         plan = make_plan(store, desired, prune=options.prune, update_policy=options.update_policy)
         if options.dry_run:
             return ApplyResult(plan, ())
+        records = store.flows() if not options.heal else {}
         applied = []
-        for change in plan.changes:
-            if change.blocked or not change.is_change or (not options.heal and heals_only(change)):
+        for planned in plan.changes:
+            change = planned if options.heal else _without_healing(planned, records.get(planned.flow))
+            if change.blocked or not change.is_change or not change.stages:
                 continue
             if lease.lost.is_set():
                 raise UserError("lost the apply lock (heartbeats failed): stopped; run apply again")
@@ -95,9 +97,22 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
         return ApplyResult(plan, tuple(applied))
 
 
-def heals_only(change: FlowChange) -> bool:
-    """A change the specs did not ask for: it only undoes an out-of-band status change."""
-    return bool(change.stages) and all(isinstance(stage, Start | Pause | Resume | End) for stage in change.stages)
+def _without_healing(change: FlowChange, record: FlowRecord | None) -> FlowChange:
+    """Report-only mode: keep an out-of-band status. Status stages that would only take
+    the flow back to its applied status go; those an edit needs first (a pause) stay."""
+    if record is None:
+        return change
+    applied = _applied_status(record)
+    if record.status == applied or change.status_after != applied:
+        return change  # no out-of-band status, or the specs ask for a new status themselves
+    stages = list(change.stages)
+    while stages and isinstance(stages[-1], Start | Pause | Resume | End):
+        stages.pop()
+    return replace(change, stages=tuple(stages))
+
+
+def _applied_status(record: FlowRecord) -> str:
+    return str(record.spec.get("spec", {}).get("status", NOT_RUNNING))
 
 
 class _FlowApplier:

@@ -300,3 +300,15 @@ def test_edit_impact_counts_who_is_on_before_and_past_the_step(store: Store, clo
     (change,) = plan.changes
     (impact,) = change.impact
     assert (impact.step, impact.participants, impact.before, impact.past) == ("tag", 1, 1, 2)
+
+
+def test_report_only_mode_keeps_an_out_of_band_status(store: Store, clock: ManualClock) -> None:
+    run(store, clock, doc(status="running"))
+    break_glass(store, "f", "pause", clock=clock, actor="ops")
+    assert run(store, clock, doc(status="running"), heal=False).applied == ()
+    assert store.flow("f").status == "paused"  # type: ignore[union-attr]
+    edited = doc(status="running", steps=[{**STEPS[0], "name": "Tag it"}, *STEPS[1:]])
+    (change,) = run(store, clock, edited, heal=False).applied
+    assert [stage_name(s) for s in change.stages] == ["update"]  # the resume is left out
+    assert (store.flow("f").status, store.flow("f").revision) == ("paused", 2)  # type: ignore[union-attr]
+    assert [stage_name(s) for s in run(store, clock, edited).applied[0].stages] == ["resume"]  # healing heals
