@@ -32,7 +32,7 @@ from reconciler.plan import (
     UpdatePolicy,
     build_plan,
 )
-from reconciler.spec import Flow, start_blockers
+from reconciler.spec import Flow, no_cyclic_gc, start_blockers
 from reconciler.spec.bundle import FlowBundle
 from reconciler.spec.steps import Wait
 from reconciler.state import Store, Tx
@@ -74,7 +74,8 @@ class ApplyResult:
 def make_plan(
     store: Store, desired: Sequence[FlowBundle], *, prune: bool = False, update_policy: UpdatePolicy | None = None
 ) -> Plan:
-    return build_plan(desired, store.flows(), store.occupancy(), prune=prune, update_policy=update_policy)
+    with no_cyclic_gc():
+        return build_plan(desired, store.flows(), store.occupancy(), prune=prune, update_policy=update_policy)
 
 
 def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options: ApplyOptions) -> ApplyResult:

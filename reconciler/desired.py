@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.errors import SpecError
-from reconciler.spec import validate
+from reconciler.spec import no_cyclic_gc, validate
 from reconciler.spec.bundle import FlowBundle, bundle
 
 
 def load_desired(paths: Iterable[Path], known_scripts: frozenset[str] | None) -> list[FlowBundle]:
     """Every flow under ``paths``, or SpecError with all the diagnostics when any is invalid."""
-    specs = validate(paths, known_scripts)
-    if specs.errors:
-        raise SpecError(specs.sorted_diagnostics())
-    return [bundle(loaded) for loaded in specs.flows]
+    with no_cyclic_gc():
+        specs = validate(paths, known_scripts)
+        if specs.errors:
+            raise SpecError(specs.sorted_diagnostics())
+        return [bundle(loaded) for loaded in specs.flows]
