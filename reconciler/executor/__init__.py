@@ -18,6 +18,7 @@ from reconciler.executor.catalog import Catalog
 from reconciler.executor.enrollment import Enroller, EnrollResult, process_events
 from reconciler.executor.facts import FactLoader
 from reconciler.executor.runner import Batch
+from reconciler.spec import no_cyclic_gc
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
 from reconciler.state.executor_store import claim_due
@@ -46,14 +47,14 @@ class Executor:
         self.batch_size, self.event_batch = batch_size, event_batch
 
     def process_events(self) -> int:
-        with self.store.transaction() as tx:
+        with no_cyclic_gc(), self.store.transaction() as tx:
             crm = CrmTx(tx)
             catalog = Catalog(tx.flows())
             enroller = Enroller(tx, crm, catalog, FactLoader(crm), self.clock.now())
             return process_events(enroller, self.event_batch)
 
     def run_batch(self) -> RunStats:
-        with self.store.transaction() as tx:
+        with no_cyclic_gc(), self.store.transaction() as tx:
             now = self.clock.now()
             claimed = claim_due(tx, now, self.batch_size)
             if not claimed:
