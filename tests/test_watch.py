@@ -782,3 +782,41 @@ def test_the_systemd_unit_runs_watch_with_options_that_exist() -> None:
     assert Path(argv[0]).name == "reconcile"
     assert _check_invocation(argv[1:], _commands()).startswith("watch")
     assert "--log-format" in argv and "--metrics-port" in argv
+
+
+def test_outbox_states_are_gauges_read_from_the_database(
+    make_daemon: DaemonFactory, specs: Path, clock: ManualClock
+) -> None:
+    from reconciler.state.executor_store import add_outbox
+
+    save(specs, spec_text(status="running"))
+    daemon = make_daemon()
+    daemon._round()
+    now = clock.now()
+    with daemon.store.transaction() as tx:
+        add_outbox(
+            tx,
+            [
+                {
+                    "idempotency_key": f"k{i}",
+                    "participant_id": None,
+                    "flow_name": "demo",
+                    "revision": 1,
+                    "step_id": "x",
+                    "kind": "send_email",
+                    "contact_email": f"c{i}@x.example",
+                    "payload": {},
+                    "state": state,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i, state in enumerate(["pending", "pending", "unknown"])
+            ],
+        )
+    daemon._observe()
+    assert metric(daemon, "reconciler_outbox_messages", flow="demo", state="pending") == 2
+    assert metric(daemon, "reconciler_outbox_messages", flow="demo", state="unknown") == 1
+    assert metric(daemon, "reconciler_outbox_messages", flow="demo", state="sent") == 0

@@ -32,6 +32,8 @@ from reconciler.executor import Executor
 from reconciler.executor.dispatch import Dispatcher
 from reconciler.state import Store
 from reconciler.state.lease import Lease, new_holder, try_acquire
+from reconciler.state.outbox_store import STATES as OUTBOX_STATES
+from reconciler.state.outbox_store import outbox_counts
 from reconciler.state.records import PARTICIPANT_STATUSES
 from reconciler.watch.metrics import Metrics
 
@@ -227,6 +229,12 @@ class Daemon:
         for flow, counts in occupancy.items():
             for status in PARTICIPANT_STATUSES:
                 self.metrics.participants.labels(flow, status).set(counts.by_status.get(status, 0))
+        with self.store.reading() as tx:
+            outbox = outbox_counts(tx)
+        self.metrics.outbox_rows.clear()
+        for flow, by_state in outbox.items():
+            for state in OUTBOX_STATES:
+                self.metrics.outbox_rows.labels(flow, state).set(by_state.get(state, 0))
         oldest = self.store.oldest_due()
         now = self.clock.now()
         self.metrics.lag.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)

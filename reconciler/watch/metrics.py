@@ -32,6 +32,12 @@ class Metrics:
         self.steps = Counter("reconciler_steps_executed", "Steps the executor ran", registry=r)
         self.events = Counter("reconciler_events_processed", "Events handled", registry=r)
         self.outbox = Counter("reconciler_outbox_deliveries", "Outbox delivery outcomes", ["outcome"], registry=r)
+        self.outbox_rows = Gauge(
+            "reconciler_outbox_messages",
+            "Outbox rows per flow and state (from the database)",
+            ["flow", "state"],
+            registry=r,
+        )
         self.lag = Gauge("reconciler_executor_lag_seconds", "Age of the oldest due participant", registry=r)
         self.leader = Gauge("reconciler_leader", "1 when this process leads (applies specs)", registry=r)
         self.spec_valid = Gauge("reconciler_specs_valid", "0 when the specs on disk are invalid", registry=r)
