@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from reconciler.diff import DiffEntry, diff_documents
@@ -181,7 +181,7 @@ def _delete(record: FlowRecord, occupancy: Occupancy) -> FlowChange:
             f"(reconcile flow pause {record.name}, or apply its spec with status: paused), then apply --prune",
         )
     stages: tuple[Stage, ...] = (End(occupancy.in_flow), Delete()) if record.status == PAUSED else (Delete(),)
-    return _replace(base, stages=stages)
+    return replace(base, stages=stages)
 
 
 def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
@@ -214,7 +214,7 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
             stages.append(RecordSpec(bundle))
         if not stages:
             return base
-        change = _replace(base, action=action or "update", stages=tuple(stages))
+        change = replace(base, action=action or "update", stages=tuple(stages))
         return _readiness(change, bundle)
 
     impact = tuple(
@@ -222,7 +222,7 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
         for s in _changed_steps(edits, bundle)
         if occupancy.in_flow or occupancy.passed.get(s, 0)
     )
-    base = _replace(base, action="update", impact=impact)
+    base = replace(base, action="update", impact=impact)
     effective_policy = policy or bundle.flow.spec.update_policy
     ends_first = desired_status == NOT_RUNNING and record.status != NOT_RUNNING
     prefix: list[Stage] = []
@@ -250,7 +250,7 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
     action = transition(now_status, desired_status)
     if action is not None:
         stages.append(_status_stage(action, occupancy))
-    return _readiness(_replace(base, stages=tuple(stages)), bundle)
+    return _readiness(replace(base, stages=tuple(stages)), bundle)
 
 
 def _status_stage(action: str | None, occupancy: Occupancy) -> Stage:
@@ -286,10 +286,4 @@ def _changed_steps(edits: Sequence[DiffEntry], bundle: FlowBundle) -> list[str]:
 
 
 def _block(change: FlowChange, reason: str, *, stages: tuple[Stage, ...] | None = None) -> FlowChange:
-    return _replace(change, blocked=True, reason=reason, stages=stages if stages is not None else change.stages)
-
-
-def _replace(change: FlowChange, **fields: object) -> FlowChange:
-    from dataclasses import replace
-
-    return replace(change, **fields)  # type: ignore[arg-type]
+    return replace(change, blocked=True, reason=reason, stages=stages if stages is not None else change.stages)

@@ -1,8 +1,8 @@
 """The step executor: turns events into enrollments and moves participants along.
 
 ``run_once`` drains what is due now — events first (triggers, success criteria,
-awaited actions), then participants in batches — and returns. ``run_forever`` does
-that on an interval until told to stop. Every batch is one transaction; any number
+awaited actions), then participants in batches — and returns; ``reconcile run`` and
+the watch daemon call it on an interval, with the outbox dispatcher. Every batch is one transaction; any number
 of executors can share one database (see ``state.executor_store``).
 """
 
@@ -75,13 +75,6 @@ class Executor:
             total += done
             if not events and not done.participants:
                 break
-        return total
-
-    def run_forever(self, stop: threading.Event, *, interval: float = 1.0) -> RunStats:
-        total = RunStats()
-        while not stop.is_set():
-            total += self.run_once()
-            stop.wait(interval)
         return total
 
     def enroll(self, flow_name: str, emails: Sequence[str]) -> EnrollResult:

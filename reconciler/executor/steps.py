@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -107,7 +107,3 @@ def apply_update(current: Any, action: str, value: Any) -> Any:
     if action == "remove":
         return [v for v in items if v not in values]
     raise StepError(f"unknown action {action!r}")  # pragma: no cover - the models allow no other
-
-
-def later(now: datetime, delta: timedelta) -> datetime:
-    return now + delta

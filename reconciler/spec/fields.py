@@ -76,8 +76,6 @@ ACTIONS_BY_TYPE: dict[FieldType, frozenset[str]] = {
     FieldType.CUSTOM: frozenset({"set", "clear", "increase", "decrease"}),
 }
 
-ALL_ACTIONS = frozenset().union(*ACTIONS_BY_TYPE.values())
-
 
 def field_type(name: str) -> FieldType | None:
     """The type of a field reference such as ``category``, ``company.name`` or

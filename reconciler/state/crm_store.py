@@ -245,10 +245,6 @@ class CrmTx:
             found.update((name, cid) for name, cid in self.c.execute(query))
         return found
 
-    def group_names(self, kind: str) -> list[str]:
-        group, _, _ = _membership(kind)
-        return list(self.c.execute(select(group.c.name).order_by(group.c.name)).scalars())
-
     def _group_id(self, group: Any, name: str, now: datetime) -> int:
         found = self.c.execute(select(group.c.id).where(group.c.name == name)).scalar()
         if found is not None:

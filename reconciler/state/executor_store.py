@@ -151,20 +151,19 @@ def set_participant_fields(tx: Tx, ids: Sequence[int], now: datetime, **values: 
 
 def count_by_value(tx: Tx, column: str, values: Sequence[str]) -> dict[str, int]:
     """How many contacts each value of ``column`` (our_contact …) has: for even distribution."""
-    col = c.contacts.c[column]
-    query = select(col, func.count()).where(col.in_(list(values))).group_by(col)
-    counts = dict.fromkeys(values, 0)
-    counts.update({str(value): int(n) for value, n in tx.c.execute(query)})
-    return counts
+    return _counts(tx, c.contacts.c[column], values)
 
 
 def open_requests_by_owner(tx: Tx, owners: Sequence[str]) -> dict[str, int]:
-    r = c.requests
-    query = (
-        select(r.c.owner, func.count()).where(r.c.owner.in_(list(owners)), r.c.status != "closed").group_by(r.c.owner)
-    )
-    counts = dict.fromkeys(owners, 0)
-    counts.update({str(owner): int(n) for owner, n in tx.c.execute(query)})
+    """How many requests that are not closed each owner has: for automatic assignment."""
+    return _counts(tx, c.requests.c.owner, owners, c.requests.c.status != "closed")
+
+
+def _counts(tx: Tx, column: Any, values: Sequence[str], *where: Any) -> dict[str, int]:
+    """Rows per value of ``column`` among ``values`` (0 for the missing ones)."""
+    query = select(column, func.count()).where(column.in_(list(values)), *where).group_by(column)
+    counts = dict.fromkeys(values, 0)
+    counts.update({str(value): int(n) for value, n in tx.c.execute(query)})
     return counts
 
 

@@ -72,10 +72,6 @@ class Occupancy:
     passed_in_flow: dict[str, int] = field(default_factory=dict)  # of those, still queued or active
 
     @property
-    def queued(self) -> int:
-        return self.by_status.get(QUEUED, 0)
-
-    @property
     def in_flow(self) -> int:
         return sum(self.by_status.get(s, 0) for s in IN_FLOW)
 
