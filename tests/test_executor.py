@@ -512,6 +512,29 @@ def test_success_criteria_finish_immediately_and_handoff(store: Store, clock: Ma
     assert where(store, "onboarding") == {}  # finish_immediately leaves before the finish step's hand-off
 
 
+def test_events_a_flow_emits_trigger_other_flows_and_the_rest_are_only_recorded(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
+    tag = [
+        {"id": "tag", "type": "update_contact", "updates": [{"field": "category", "action": "set", "value": "lead"}]},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, tag, name="tagger", triggers=[{"type": "manual"}])
+    deploy(store, clock, WAIT_THEN_TAG, name="leads", triggers=[{"type": "contact_updated", "fields": ["category"]}])
+    contacts(store, clock, {"email": "a@x.example"})
+    emit(store, clock, "link_clicked", "a@x.example", "https://x.example/nobody-listens")
+    executor.enroll("tagger", ["a@x.example"])
+    executor.run_once()
+    assert where(store, "leads") == {"a@x.example": ("active", "pause")}  # triggered by tagger's own event
+    events = rows(store, c.events)
+    assert sorted(e.type for e in events) == ["contact_updated", "link_clicked"]
+    assert all(e.processed_at is not None for e in events)  # nothing awaits link clicks: recorded, passed over
+    clock.advance(timedelta(days=1))
+    executor.run_once()
+    assert where(store, "leads") == {"a@x.example": ("finished", "done")}
+    assert where(store, "tagger") == {"a@x.example": ("finished", "done")}
+
+
 def test_step_runs_once_per_visit(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, WAIT_THEN_TAG)
     contacts(store, clock, *({"email": f"p{i}@x.example"} for i in range(120)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.spec.models import Flow
-from reconciler.spec.steps import Step
+from reconciler.spec.steps import Step, WaitForAction
 from reconciler.state.records import FlowRecord
 
 _PARSED: dict[str, Flow] = {}  # by content hash: a new revision parses again
@@ -47,3 +47,19 @@ class Catalog:
             if flow is not None and record.status in ("running", "paused"):
                 out.append((record, flow))
         return out
+
+    def awaited_event_types(self) -> frozenset[str]:
+        """The event types anything here reacts to: triggers of live flows, success
+        criteria and awaited actions of any flow. Every other event is only recorded."""
+        types: set[str] = set()
+        for name, record in self.records.items():
+            flow = self.flow(name)
+            if flow is None:
+                continue
+            if record.status in ("running", "paused"):
+                types.update(trigger.type for trigger in flow.spec.triggers)
+            if flow.spec.success_criteria:
+                types.update(criterion.type for criterion in flow.spec.success_criteria.criteria)
+            if any(isinstance(step, WaitForAction) for step in flow.spec.steps):
+                types.update(("form_submitted", "link_clicked"))
+        return frozenset(types)

@@ -152,14 +152,19 @@ class Enroller:
 def process_events(enroller: Enroller, limit: int) -> int:
     """Handle up to ``limit`` stored events in order; returns how many were handled.
 
+    Events nothing reacts to (see ``Catalog.awaited_event_types``) are passed over in
+    one statement first: most of them are the flows' own contact_updated and
+    added_to_selection events, and reading their contacts would cost more than the steps.
+
     A trigger fires only if the flow was live (running or paused) when the event
     happened — an event from while it was not running never enrolls anyone later.
     """
     tx, crm, catalog, now = enroller.tx, enroller.crm, enroller.catalog, enroller.now
     lock_event_processing(tx)
+    passed = crm.pass_over_events(catalog.awaited_event_types(), now)
     events = crm.unprocessed_events(limit)
     if not events:
-        return 0
+        return passed
     live = catalog.live()
     history = status_history(tx, [record.name for record, _ in live])
     contacts = crm.contacts_by_email(e.contact_email for e in events)
@@ -181,7 +186,7 @@ def process_events(enroller: Enroller, limit: int) -> int:
             current[contact.email] = participations(tx, [contact.email], in_flow_only=True)
         _meet(tx, catalog, event, now, current.get(contact.email, []))
     crm.mark_processed([e.id for e in events], now)
-    return len(events)
+    return passed + len(events)
 
 
 def _was_live(changes: list[tuple[datetime, str | None]], at: datetime) -> bool:

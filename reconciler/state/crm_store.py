@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import crm as c
+from reconciler.state.bulk import insert_many, update_many
 from reconciler.state.store import Tx
 
 CONTACT_COLUMNS = (
@@ -168,19 +169,13 @@ class CrmTx:
         return created, updated
 
     def update_contacts(self, changes: Mapping[int, Mapping[str, Any]], now: datetime) -> None:
-        """Many contacts' field changes (``custom`` included) with one executemany per set of columns."""
+        """Many contacts' field changes (``custom`` included): one bulk update per set of columns."""
         grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for contact_id, values in changes.items():
             if values:
-                columns = tuple(sorted(values))
-                grouped.setdefault(columns, []).append({"cid": contact_id, **{f"v_{k}": v for k, v in values.items()}})
-        for columns, rows in grouped.items():
-            statement = (
-                update(c.contacts)
-                .where(c.contacts.c.id == bindparam("cid"))
-                .values({k: bindparam(f"v_{k}") for k in columns} | {"updated_at": now})
-            )
-            self.c.execute(statement, rows)
+                grouped.setdefault(tuple(sorted(values)), []).append({"id": contact_id, **values})
+        for rows in grouped.values():
+            update_many(self.c, c.contacts, rows, updated_at=now)
 
     def ensure_companies(self, names: Iterable[str]) -> None:
         wanted = sorted({n for n in names if n})
@@ -215,7 +210,7 @@ class CrmTx:
         current = self._members(members, key, group_id, contact_ids)
         new = [i for i in dict.fromkeys(contact_ids) if i not in current]
         if new:
-            self.c.execute(insert(members), [{key: group_id, "contact_id": i, "added_at": now} for i in new])
+            insert_many(self.c, members, [{key: group_id, "contact_id": i, "added_at": now} for i in new])
         return new
 
     def remove_members(self, kind: str, name: str, contact_ids: Sequence[int]) -> list[int]:
@@ -350,8 +345,7 @@ class CrmTx:
                     "processed_at": None,
                 }
             )
-        if rows:
-            self.c.execute(insert(c.events), rows)
+        insert_many(self.c, c.events, rows)
         return len(rows)
 
     def unprocessed_events(self, limit: int) -> list[EventRecord]:
@@ -359,6 +353,13 @@ class CrmTx:
         if self.c.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return [_event(r) for r in self.c.execute(query)]
+
+    def pass_over_events(self, except_types: Iterable[str], now: datetime) -> int:
+        """Mark every unprocessed event whose type is not in ``except_types`` processed
+        at once (nothing reacts to it; it stays stored for reports and splits)."""
+        e = c.events
+        query = update(e).where(e.c.processed_at.is_(None), e.c.type.not_in(sorted(set(except_types))))
+        return int(self.c.execute(query.values(processed_at=now)).rowcount)
 
     def mark_processed(self, ids: Sequence[int], now: datetime) -> None:
         for part in chunks(list(ids)):

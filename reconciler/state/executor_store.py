@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
+from reconciler.state.bulk import insert_many, update_many
 from reconciler.state.crm_store import chunks
 from reconciler.state.records import ACTIVE, IN_FLOW
 from reconciler.state.store import Tx
@@ -97,32 +98,21 @@ def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
 
 
 def save_participants(tx: Tx, claimed: Sequence[Claimed], now: datetime) -> None:
-    """Write back every claimed participant's new state in one executemany."""
-    if not claimed:
-        return
-    p = t.participants
-    statement = (
-        update(p)
-        .where(p.c.id == bindparam("pid"))
-        .values({name: bindparam(f"v_{name}") for name in _PARTICIPANT_FIELDS} | {"updated_at": now})
-    )
-    rows = [{"pid": one.id, **{f"v_{name}": getattr(one, name) for name in _PARTICIPANT_FIELDS}} for one in claimed]
-    tx.c.execute(statement, rows)
+    """Write back every claimed participant's new state in one bulk update."""
+    rows = [{"id": one.id, **{name: getattr(one, name) for name in _PARTICIPANT_FIELDS}} for one in claimed]
+    update_many(tx.c, t.participants, rows, updated_at=now)
 
 
 def log_step_runs(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        tx.c.execute(insert(c.step_runs), [dict(r) for r in rows])
+    insert_many(tx.c, c.step_runs, rows)
 
 
 def add_outbox(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        tx.c.execute(insert(c.outbox), [dict(r) for r in rows])
+    insert_many(tx.c, c.outbox, rows)
 
 
 def insert_participants(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        tx.c.execute(insert(t.participants), [dict(r) for r in rows])
+    insert_many(tx.c, t.participants, rows)
 
 
 def participations(tx: Tx, emails: Iterable[str], *, in_flow_only: bool = False) -> list[Participation]:

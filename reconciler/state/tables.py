@@ -123,7 +123,7 @@ participants = Table(
     Column("success_at", When(), nullable=True),
     Column("finished_at", When(), nullable=True),
     Index("ix_participants_flow_status_step", "flow_id", "status", "step_id"),
-    Index("ix_participants_status_due", "status", "due_at"),
+    Index("ix_participants_status_due_id", "status", "due_at", "id"),
     Index("ix_participants_contact", "contact"),
 )
 
