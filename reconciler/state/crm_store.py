@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, insert, select, update
+from sqlalchemy import ARRAY, ColumnElement, Connection, Integer, and_, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reconciler.state import crm as c
@@ -230,15 +230,13 @@ class CrmTx:
         wanted = sorted(set(names))
         if not wanted or not contact_ids:
             return set()
-        found: set[tuple[str, int]] = set()
-        for part in chunks(list(contact_ids)):
-            query = (
-                select(group.c.name, members.c.contact_id)
-                .join(members, members.c[key] == group.c.id)
-                .where(group.c.name.in_(wanted), members.c.contact_id.in_(part))
-            )
-            found.update((name, cid) for name, cid in self.c.execute(query))
-        return found
+        groups = {
+            int(i): str(n) for i, n in self.c.execute(select(group.c.id, group.c.name).where(group.c.name.in_(wanted)))
+        }
+        if not groups:
+            return set()
+        found = self._member_rows(members, key, list(groups), contact_ids)
+        return {(groups[group_id], contact_id) for group_id, contact_id in found}
 
     def _group_id(self, group: Any, name: str, now: datetime) -> int:
         found = self.c.execute(select(group.c.id).where(group.c.name == name)).scalar()
@@ -254,10 +252,26 @@ class CrmTx:
         return int(key[0])
 
     def _members(self, members: Any, key: str, group_id: int, contact_ids: Sequence[int]) -> set[int]:
-        found: set[int] = set()
+        return {contact_id for _, contact_id in self._member_rows(members, key, [group_id], contact_ids)}
+
+    def _member_rows(
+        self, members: Any, key: str, group_ids: Sequence[int], contact_ids: Sequence[int]
+    ) -> set[tuple[int, int]]:
+        """(group id, contact id) of these contacts in these groups. On PostgreSQL the
+        contacts come as ``unnest(array)`` joined to the members: one primary-key probe
+        per contact whatever the statistics say. (With a long IN list and statistics
+        from when the group was small, it read every member of the group instead: a
+        third of a second per batch at 100k members.)"""
+        found: set[tuple[int, int]] = set()
+        group_column, contact_column = members.c[key], members.c.contact_id
         for part in chunks(list(dict.fromkeys(contact_ids))):
-            query = select(members.c.contact_id).where(members.c[key] == group_id, members.c.contact_id.in_(part))
-            found.update(self.c.execute(query).scalars())
+            query = select(group_column, contact_column).where(group_column.in_(list(group_ids)))
+            if self.c.dialect.name == "postgresql":
+                wanted = func.unnest(literal(list(part), ARRAY(Integer))).table_valued("id").render_derived()
+                query = query.join(wanted, contact_column == wanted.c.id)
+            else:
+                query = query.where(contact_column.in_(part))
+            found.update((int(g), int(i)) for g, i in self.c.execute(query))
         return found
 
     # --- activities ---------------------------------------------------------------------
