@@ -39,7 +39,8 @@ from reconciler.actions.delivery import (
     SmsTransport,
     TemporaryDeliveryError,
 )
-from reconciler.actions.email import html_to_text, render_email, to_mime
+from reconciler.actions.email import html_to_text, render_email
+from reconciler.actions.mime import to_mime
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpSettings, SmtpTransport, transport_from_env
 from reconciler.errors import ConfigError
@@ -358,7 +359,7 @@ def test_attachment_types_and_utf8_names() -> None:
         ("data.tar.gz", "application/gzip"),
         ("notes", "application/octet-stream"),
     ]
-    parsed = email.message_from_bytes(to_mime(message).as_bytes(), policy=email.policy.default)
+    parsed = email.message_from_bytes(to_mime(message), policy=email.policy.default)
     assert isinstance(parsed, MimeMessage)
     assert [a.get_filename() for a in parsed.iter_attachments()][1] == "Årsrapport 2026.xlsx"
 
@@ -697,7 +698,7 @@ def test_to_mime_message_id_and_header_safety() -> None:
         message_id="42:1:welcome:1",
         attachments=(Attachment("x.bin", b"\0"),),
     )
-    mime = to_mime(message)
+    mime = email.message_from_bytes(to_mime(message), policy=email.policy.default)
     assert mime["Message-ID"] == "<42.1.welcome.1@example.org>"  # valid, and the same every time
     assert mime["Subject"] == "Line Bcc: evil@example.org"
     assert mime["Bcc"] is None
@@ -706,9 +707,6 @@ def test_to_mime_message_id_and_header_safety() -> None:
 
 
 def test_a_long_unsubscribe_url_is_not_encoded() -> None:
-    from reconciler.actions.delivery import Address, EmailMessage
-    from reconciler.actions.email import to_mime
-
     url = "<mailto:webinars@acme.example?subject=unsubscribe%20anna.lindqvist%40nordvind.example>"
     message = EmailMessage(
         to=Address("a@x.example"),
@@ -719,4 +717,4 @@ def test_a_long_unsubscribe_url_is_not_encoded() -> None:
         message_id="<1@acme.example>",
         headers=(("List-Unsubscribe", url),),
     )
-    assert f"List-Unsubscribe: {url}\r\n".encode() in bytes(to_mime(message))
+    assert f"List-Unsubscribe: {url}\r\n".encode() in to_mime(message)

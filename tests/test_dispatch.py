@@ -86,7 +86,11 @@ def dispatcher(store: Store, clock: ManualClock, mail: FakeMail) -> Dispatcher:
         5,
     )
     return Dispatcher(
-        store, clock, Transports(mail, mail, scripts), DispatchPolicy(rate_per_minute=100), jitter=lambda: 0.5
+        store,
+        clock,
+        Transports(mail, mail, scripts),
+        DispatchPolicy(rate_per_minute=100, connections=1),  # one at a time: the order is asserted
+        jitter=lambda: 0.5,
     )
 
 
@@ -277,7 +281,11 @@ def test_window_and_rate_limit_hold_sends_back(store: Store, clock: ManualClock,
         store, clock, *({"email": f"p{i}@x.example", "first_name": "P", "mobile": f"+4670123450{i}"} for i in range(5))
     )
     limited = Dispatcher(
-        store, clock, Transports(mail, mail, ScriptRunner({}, 1)), DispatchPolicy(rate_per_minute=2), jitter=lambda: 0.5
+        store,
+        clock,
+        Transports(mail, mail, ScriptRunner({}, 1)),
+        DispatchPolicy(rate_per_minute=2, connections=1),
+        jitter=lambda: 0.5,
     )
     stats = limited.run_once()
     assert (stats.sent, stats.deferred) == (2, 3)
@@ -333,3 +341,71 @@ def test_two_dispatchers_never_send_the_same_row(store: Store, clock: ManualCloc
         thread.join(timeout=60)
     assert sorted(m.to for m in shared.sent) == sorted(f"+467012345{i:02d}" for i in range(40))
     assert {r.state for r in outbox(store)} == {"sent"}
+
+
+# --- several connections: one thread per connection, writes grouped ------------------------------
+
+
+def people(count: int) -> list[dict[str, Any]]:
+    return [{"email": f"p{i}@x.example", "first_name": f"P{i}", "mobile": f"+467012345{i:02d}"} for i in range(count)]
+
+
+def with_policy(store: Store, clock: ManualClock, mail: FakeMail, **policy: Any) -> Dispatcher:
+    """A dispatcher sending e-mail and SMS through ``mail``, without scripts."""
+    return Dispatcher(
+        store, clock, Transports(mail, mail, ScriptRunner({}, 1)), DispatchPolicy(**policy), jitter=lambda: 0.5
+    )
+
+
+def test_parallel_connections_send_every_row_once_and_group_their_commits(
+    store: Store, clock: ManualClock, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, [MAIL[0], SMS[0], {"id": "done", "type": "finish"}])
+    count = 40
+    enroll(store, clock, *people(count))
+    shared = FakeMail()
+    # small batches: the next claim is prefetched while the last rows are being sent
+    dispatcher = with_policy(store, clock, shared, batch_size=7, rate_per_minute=1000, connections=4)
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed, stats.retried, stats.unknown) == (2 * count, 0, 0, 0)
+    emails = sorted(m.to.address for m in shared.sent if isinstance(m, EmailMessage))
+    texts = sorted(m.to for m in shared.sent if isinstance(m, SmsMessage))
+    assert emails == sorted(f"p{i}@x.example" for i in range(count))
+    assert texts == sorted(f"+467012345{i:02d}" for i in range(count))
+    assert {r.state for r in outbox(store)} == {"sent"}
+    tries = attempts(store)
+    assert sorted((a.outbox_id, a.attempt, a.outcome) for a in tries) == [(r.id, 1, "sent") for r in outbox(store)]
+    # one transaction per message and claim at most (sending of the next shares one with the last outcome)
+    assert stats.transactions <= 2 * count + 2 * count // 7 + 2
+    assert dispatcher.run_once().sent == 0
+
+
+def test_rate_limit_holds_with_parallel_connections_and_prefetched_claims(
+    store: Store, clock: ManualClock, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, SMS)
+    enroll(store, clock, *people(30))
+    shared = FakeMail()
+    limited = with_policy(store, clock, shared, batch_size=4, rate_per_minute=10, connections=4)
+    stats = limited.run_once()
+    assert (stats.sent, stats.deferred) == (10, 20)  # reserved rows count against the budget before they start
+    assert len(shared.sent) == 10
+    clock.advance(timedelta(minutes=1, seconds=1))
+    assert limited.run_once().sent == 10
+
+
+def test_unrenderable_rows_fail_with_parallel_connections_and_are_never_handed_over(
+    store: Store, clock: ManualClock, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, MAIL)
+    enroll(
+        store, clock, *({"email": f"p{i}@x.example", "first_name": "P"} for i in range(6)), {"email": "anon@x.example"}
+    )
+    shared = FakeMail()
+    dispatcher = with_policy(store, clock, shared, connections=3)
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (6, 1)
+    assert "anon@x.example" not in {m.to.address for m in shared.sent}
+    (failed,) = [r for r in outbox(store) if r.state == "failed"]
+    assert failed.contact_email == "anon@x.example" and "first_name has no value" in failed.last_error
+    assert [(a.attempt, a.outcome) for a in attempts(store) if a.outbox_id == failed.id] == [(1, "failed")]

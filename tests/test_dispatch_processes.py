@@ -225,20 +225,33 @@ class Killed:
     in_flight: str
     states_at_kill: dict[str, str]
     sms_dir: Path  # no SMS in these flows; the dispatcher needs a transport for it anyway
+    connections: int
 
 
 ROWS = 5
 HOLD_AT = 3  # rows 1 and 2 are delivered, the 3rd is in flight when the dispatcher dies
 
 
-@pytest.fixture
-def killed(database_url: str, tmp_path: Path, smtp: Any) -> Iterator[Killed]:
-    """A continuous ``reconcile run`` SIGKILLed while the server holds the 3rd of 5 messages."""
+@pytest.fixture(params=[1, 4], ids=["1-connection", "4-connections"])
+def killed(request: pytest.FixtureRequest, database_url: str, tmp_path: Path, smtp: Any) -> Iterator[Killed]:
+    """A continuous ``reconcile run`` SIGKILLed while the server holds the 3rd of 5 messages.
+    With one connection the messages go one after the other; with four, four are handed
+    over at once and the 3rd to arrive is held (the server's loop blocks: the others wait)."""
+    connections: int = request.param
     store = Store.open(database_url)
     try:
         emails = populate(store, tmp_path, datetime.now(UTC) - timedelta(minutes=1), ROWS)
         server, smtp_url = smtp(hold_at=HOLD_AT)
-        process = cli(database_url, "run", "--interval", "0.05", smtp_url=smtp_url, cwd=tmp_path)
+        process = cli(
+            database_url,
+            "run",
+            "--interval",
+            "0.05",
+            "--connections",
+            str(connections),
+            smtp_url=smtp_url,
+            cwd=tmp_path,
+        )
         try:
             deadline = time.monotonic() + DEADLINE_S
             while not server.entered.wait(0.01):
@@ -252,8 +265,10 @@ def killed(database_url: str, tmp_path: Path, smtp: Any) -> Iterator[Killed]:
                 process.kill()
                 process.communicate()
             server.release.set()
-        in_flight = emails[HOLD_AT - 1]
-        assert list(server.by_rcpt()) == emails[:HOLD_AT]  # the 4th was never handed over
+        in_flight = server.arrived[HOLD_AT - 1].rcpt
+        if connections == 1:
+            assert in_flight == emails[HOLD_AT - 1]
+            assert list(server.by_rcpt()) == emails[:HOLD_AT]  # the 4th was never handed over
         yield Killed(
             store,
             server,
@@ -263,6 +278,7 @@ def killed(database_url: str, tmp_path: Path, smtp: Any) -> Iterator[Killed]:
             in_flight,
             {r.contact_email: r.state for r in outbox(store)},
             tmp_path / "sms",
+            connections,
         )
     finally:
         store.close()
@@ -289,9 +305,11 @@ def recover(killed: Killed) -> DispatchStats:
 def test_sigkill_between_sending_and_sent_leaves_the_row_unknown_and_never_resends_it(
     killed: Killed, tmp_path: Path
 ) -> None:
-    before = killed.emails[: HOLD_AT - 1]
+    before = killed.emails[: HOLD_AT - 1] if killed.connections == 1 else []
     assert killed.states_at_kill[killed.in_flight] == "sending"
     assert [killed.states_at_kill[e] for e in before] == ["sent"] * len(before)
+    # at most one message per connection was between sending and sent
+    assert sum(1 for s in killed.states_at_kill.values() if s == "sending") <= killed.connections
 
     stats = recover(killed)
     assert stats.recovered >= 1
@@ -301,8 +319,11 @@ def test_sigkill_between_sending_and_sent_leaves_the_row_unknown_and_never_resen
     arrived = killed.server.by_rcpt()
     assert arrived[killed.in_flight] == 1  # at the server once, from the dead dispatcher; not resent
     assert all(n == 1 for n in arrived.values()), arrived
-    tries = [(a.attempt, a.outcome) for a in attempts(killed.store) if a.outbox_id == rows[killed.in_flight].id]
-    assert tries == [(1, "unknown")]
+    for email, state in killed.states_at_kill.items():
+        if state == "sending":  # whatever became of it at the server: unknown, never retried
+            tries = [(a.attempt, a.outcome) for a in attempts(killed.store) if a.outbox_id == rows[email].id]
+            assert tries == [(1, "unknown")]
+            assert rows[email].state == "unknown"
     # Nothing is lost: every row was delivered once and is sent, or is visibly unknown.
     for email, row in rows.items():
         assert row.state in ("sent", "unknown"), (email, row.state)
@@ -324,7 +345,10 @@ def test_sigkill_between_sending_and_sent_leaves_the_row_unknown_and_never_resen
 
 
 def test_rows_claimed_with_the_killed_send_but_never_handed_over_are_still_delivered(killed: Killed) -> None:
-    never_handed_over = killed.emails[HOLD_AT:]
+    never_handed_over = [e for e in killed.emails if killed.states_at_kill[e] == "pending"]
+    if killed.connections == 1:
+        assert never_handed_over == killed.emails[HOLD_AT:]
+    assert never_handed_over  # 5 rows, at most 4 connections
     assert not set(never_handed_over) & set(killed.server.by_rcpt())
     recover(killed)
     rows = {r.contact_email: r for r in outbox(killed.store)}
@@ -345,7 +369,8 @@ def test_two_dispatcher_processes_never_send_the_same_row(pg_url: str, tmp_path:
         # Nothing is accepted until both processes are connected: both hold claimed rows at once.
         server, smtp_url = smtp(wait_for_clients=2)
         processes = [
-            cli(pg_url, "run", "--once", "--rate", "1000000", smtp_url=smtp_url, cwd=tmp_path) for _ in range(2)
+            cli(pg_url, "run", "--once", "--rate", "1000000", "--connections", "1", smtp_url=smtp_url, cwd=tmp_path)
+            for _ in range(2)
         ]
         results = [finish(p) for p in processes]
         sent = []
@@ -388,7 +413,7 @@ def test_a_temporarily_failing_server_gets_every_message_exactly_once(store: Sto
         store,
         clock,
         Transports(transport, MaildirSink(tmp_path / "sms"), ScriptRunner({}, 1)),
-        DispatchPolicy(batch_size=7),
+        DispatchPolicy(batch_size=7, connections=1),
         jitter=lambda: next(jitter),
     )
     try:
@@ -420,3 +445,34 @@ def test_a_temporarily_failing_server_gets_every_message_exactly_once(store: Sto
     assert list(tries.values()) == [[(1, "retry"), (2, "sent")]] * count
     assert all("451 4.3.0 try again" in (a.detail or "") for a in attempts(store) if a.outcome == "retry")
     assert len(server.peers) == 1  # a 451 does not cost the kept connection
+
+
+# --- d. parallel connections from one dispatcher ------------------------------------------------------
+
+
+def test_parallel_connections_deliver_every_message_exactly_once(store: Store, tmp_path: Path, smtp: Any) -> None:
+    count = 300
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    emails = populate(store, tmp_path, start, count)
+    server, smtp_url = smtp(wait_for_clients=2)  # nothing is accepted until two connections are sending at once
+    transport = SmtpTransport(smtp_url, timeout=5)
+    dispatcher = Dispatcher(
+        store,
+        ManualClock(start),
+        Transports(transport, MaildirSink(tmp_path / "sms"), ScriptRunner({}, 1)),
+        DispatchPolicy(batch_size=25, rate_per_minute=10_000, connections=4),
+        jitter=lambda: 0.5,
+    )
+    try:
+        stats = dispatcher.run_once()
+    finally:
+        transport.close()
+    assert (stats.sent, stats.failed, stats.retried, stats.unknown) == (count, 0, 0, 0)
+    assert server.by_rcpt() == Counter(dict.fromkeys(emails, 1))
+    assert len(server.by_message_id()) == count
+    assert 2 <= len(server.peers) <= 4 and transport.connections == len(server.peers)
+    assert [(r.state, r.attempts) for r in outbox(store)] == [("sent", 1)] * count
+    tries = attempts(store)
+    assert len(tries) == count and {a.outcome for a in tries} == {"sent"}
+    assert all((a.detail or "").startswith("250") for a in tries)
+    assert stats.transactions <= count + count // 25 + 2

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.actions.delivery import EmailMessage, Receipt, SmsMessage, TemporaryDeliveryError
-from reconciler.actions.email import to_mime
+from reconciler.actions.mime import message_id_header, to_mime
 
 try:
     import fcntl
@@ -63,14 +63,15 @@ class MaildirSink:
         """Nothing is held open between sends."""
 
     def _mail(self, message: EmailMessage) -> Receipt:
-        mime = to_mime(message, utf8=not (message.to.address.isascii() and message.sender.address.isascii()))
+        utf8 = not (message.to.address.isascii() and message.sender.address.isascii())
+        data = to_mime(message, utf8=utf8).replace(b"\r\n", b"\n")  # a maildir file has local line ends
         self.directory.mkdir(parents=True, exist_ok=True)
         box = mailbox.Maildir(self.mail_dir, create=True)  # writes tmp/, then renames into new/
-        key = box.add(mime.as_bytes(policy=mime.policy.clone(linesep="\n")))
+        key = box.add(data)
         return Receipt(
             provider_id=key,
             detail=f"written to {self.mail_dir / 'new' / key}",
-            extra={"message_id": str(mime["Message-ID"])},
+            extra={"message_id": message_id_header(message.message_id, message.sender.address.rpartition("@")[2])},
         )
 
     def _sms(self, message: SmsMessage) -> Receipt:

@@ -6,15 +6,17 @@
 password are percent-decoded. The password lives only in this object: ``repr`` and
 every error text are redacted, and nothing here writes it anywhere.
 
-One connection is kept open across sends (a dispatcher drains many rows in a row);
-it is checked with NOOP when it has been idle, and a connection that turns out to be
-dead before the message was handed over is replaced once, transparently.
+Connections are kept open across sends (a dispatcher drains many rows in a row) in
+a small pool: a send takes an idle connection or opens one, and gives it back, so
+threads sending at once each use a connection of their own (as many as send at once,
+never more). An idle connection is checked with NOOP before use, and one that turns
+out to be dead before the message was handed over is replaced once, transparently.
 
 Errors are translated at this edge: no connection, timeouts and 4xx replies before
 the message is handed over are ``TemporaryDeliveryError``; 5xx replies are
 ``PermanentDeliveryError``; a failure after the message content went out (no final
 reply) is ``OutcomeUnknown`` — the server may have queued it, so it is never resent
-blindly. The transport is not meant to be shared by threads; a lock serialises use.
+blindly. The transport is safe to share between threads.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from reconciler.actions.delivery import (
     Receipt,
     TemporaryDeliveryError,
 )
-from reconciler.actions.email import to_mime
+from reconciler.actions.mime import message_id_header, to_mime
 from reconciler.errors import ConfigError
 
 __all__ = ["SMTP_URL_VARIABLE", "SmtpSettings", "SmtpTransport", "transport_from_env"]
@@ -114,6 +116,15 @@ def _redact_url(url: str) -> str:
     return re.sub(r"(//[^/@:?#]*:)[^@/?#]*@", r"\1***@", url)
 
 
+@dataclass
+class _Connection:
+    """One kept SMTP session; ``broken`` when it must not be used again."""
+
+    smtp: smtplib.SMTP
+    last_used: float
+    broken: bool = False
+
+
 class SmtpTransport:
     """``EmailTransport`` over SMTP; see the module docstring for URL and errors."""
 
@@ -136,9 +147,8 @@ class SmtpTransport:
         self.idle_check = idle_check
         self._ssl_context = ssl_context
         self._clock = clock
-        self._smtp: smtplib.SMTP | None = None
-        self._last_used = 0.0
-        self._lock = threading.Lock()
+        self._idle: list[_Connection] = []  # kept connections no send is using
+        self._lock = threading.Lock()  # guards _idle and connections, never held during I/O
         self.connections = 0  # opened so far; for tests and metrics
 
     def __repr__(self) -> str:
@@ -155,59 +165,78 @@ class SmtpTransport:
     def send(self, message: EmailMessage) -> Receipt:
         addresses = [message.sender.address, message.to.address]
         utf8 = not all(a.isascii() for a in addresses)
-        mime = to_mime(message, utf8=utf8)
-        data = mime.as_bytes()
-        message_id = str(mime["Message-ID"])
-        with self._lock:
+        try:
+            data = to_mime(message, utf8=utf8)
+            message_id = message_id_header(message.message_id, message.sender.address.rpartition("@")[2])
+            connection, reused = self._take()
             try:
-                reused = self._smtp is not None
-                try:
-                    return self._transaction(self._connection(), message, data, utf8, message_id)
-                except _Broken as exc:
-                    self._drop()
-                    if not reused:
-                        raise TemporaryDeliveryError(exc.detail) from None
-                # the kept connection was dead: once more on a new one
-                try:
-                    return self._transaction(self._connection(), message, data, utf8, message_id)
-                except _Broken as exc:
-                    self._drop()
+                return self._transaction(connection, message, data, utf8, message_id)
+            except _Broken as exc:
+                connection.broken = True
+                if not reused:
                     raise TemporaryDeliveryError(exc.detail) from None
-            except DeliveryError as exc:
-                exc.detail = self._redact(exc.detail)
-                exc.args = (exc.detail,)
-                raise
+            finally:
+                self._give_back(connection)
+            # the kept connection was dead: once more on a new one
+            connection = self._open()
+            try:
+                return self._transaction(connection, message, data, utf8, message_id)
+            except _Broken as exc:
+                connection.broken = True
+                raise TemporaryDeliveryError(exc.detail) from None
+            finally:
+                self._give_back(connection)
+        except DeliveryError as exc:
+            exc.detail = self._redact(exc.detail)
+            exc.args = (exc.detail,)
+            raise
 
     def close(self) -> None:
+        """Quit the idle connections; one in use by a send is closed when it is given back
+        after this only if it broke, else kept for the next send (or the next close)."""
         with self._lock:
-            smtp, self._smtp = self._smtp, None
-            if smtp is not None:
-                try:
-                    smtp.quit()
-                except (OSError, smtplib.SMTPException):
-                    smtp.close()
-
-    # --- connection -------------------------------------------------------------------
-
-    def _connection(self) -> smtplib.SMTP:
-        now = self._clock()
-        if self._smtp is not None and now - self._last_used > self.idle_check:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             try:
-                healthy = self._smtp.noop()[0] == 250
+                connection.smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                connection.smtp.close()
+
+    # --- connections ------------------------------------------------------------------
+
+    def _take(self) -> tuple[_Connection, bool]:
+        """An idle connection (checked with NOOP when idle long), else a new one; and
+        whether it was kept from before."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                return self._open(), False
+            now = self._clock()
+            if now - connection.last_used <= self.idle_check:
+                connection.last_used = now
+                return connection, True
+            try:
+                healthy = connection.smtp.noop()[0] == 250
             except (OSError, smtplib.SMTPException):
                 healthy = False
-            if not healthy:
-                self._drop()
-        if self._smtp is None:
-            self._smtp = self._connect()
-            self.connections += 1
-        self._last_used = now
-        return self._smtp
+            if healthy:
+                connection.last_used = now
+                return connection, True
+            connection.smtp.close()
 
-    def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
+    def _open(self) -> _Connection:
+        smtp = self._connect()
+        with self._lock:
+            self.connections += 1
+        return _Connection(smtp, self._clock())
+
+    def _give_back(self, connection: _Connection) -> None:
+        if connection.broken:
+            connection.smtp.close()
+            return
+        with self._lock:
+            self._idle.append(connection)
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -256,8 +285,9 @@ class SmtpTransport:
     # --- one message ------------------------------------------------------------------
 
     def _transaction(
-        self, smtp: smtplib.SMTP, message: EmailMessage, data: bytes, utf8: bool, message_id: str
+        self, connection: _Connection, message: EmailMessage, data: bytes, utf8: bool, message_id: str
     ) -> Receipt:
+        smtp = connection.smtp
         options: list[str] = []
         if utf8:
             if not smtp.has_extn("smtputf8"):
@@ -271,14 +301,14 @@ class SmtpTransport:
         try:
             code, reply = smtp.mail(message.sender.address, options)
             if code != 250:
-                raise self._refused(smtp, f"sender {message.sender.address}", code, reply)
+                raise self._refused(connection, f"sender {message.sender.address}", code, reply)
             code, reply = smtp.rcpt(message.to.address)
             if code not in (250, 251):
-                raise self._refused(smtp, f"recipient {message.to.address}", code, reply)
+                raise self._refused(connection, f"recipient {message.to.address}", code, reply)
             smtp.putcmd("data")
             code, reply = smtp.getreply()
             if code != 354:
-                raise self._refused(smtp, "DATA", code, reply)
+                raise self._refused(connection, "DATA", code, reply)
         except DeliveryError:
             raise
         except (OSError, smtplib.SMTPException) as exc:  # before the content: nothing was handed over
@@ -295,7 +325,7 @@ class SmtpTransport:
             if smtp.sock is not None:
                 smtp.sock.settimeout(self.timeout)
         except (OSError, smtplib.SMTPException) as exc:
-            self._drop()
+            connection.broken = True
             raise OutcomeUnknown(
                 "the SMTP server did not confirm the message after it was sent "
                 f"({_oserror(exc)}); it may have been delivered"
@@ -309,17 +339,17 @@ class SmtpTransport:
                 extra={"message_id": message_id, "server": self.settings.redacted},
             )
         if code == 421:
-            self._drop()
+            connection.broken = True
         raise _classify("the SMTP server refused the message", code, reply)
 
-    def _refused(self, smtp: smtplib.SMTP, what: str, code: int, reply: bytes) -> DeliveryError:
+    def _refused(self, connection: _Connection, what: str, code: int, reply: bytes) -> DeliveryError:
         if code == 421:  # closing the session
-            self._drop()
+            connection.broken = True
         else:
             try:
-                smtp.rset()
+                connection.smtp.rset()
             except (OSError, smtplib.SMTPException):
-                self._drop()
+                connection.broken = True
         return _classify(f"the SMTP server refused the {what}", code, reply)
 
     def _redact(self, text: str) -> str:

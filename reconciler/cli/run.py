@@ -46,9 +46,23 @@ def transports(script_timeout: float) -> Transports:
     "--rate", type=click.IntRange(min=1), default=600, show_default=True, help="Sends per flow per minute at most."
 )
 @click.option("--script-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1, max=64),
+    default=DispatchPolicy().connections,
+    show_default=True,
+    help="Messages handed over at once, each on an SMTP connection (or HTTP request) of its own.",
+)
 @pass_context
 def run(
-    ctx: Context, once: bool, interval: float, batch_size: int, no_dispatch: bool, rate: int, script_timeout: float
+    ctx: Context,
+    once: bool,
+    interval: float,
+    batch_size: int,
+    no_dispatch: bool,
+    rate: int,
+    script_timeout: float,
+    connections: int,
 ) -> None:
     """Run the step executor and deliver the outbox (SMTP / SMS provider, or the local sink)."""
     store = ctx.store()
@@ -57,6 +71,7 @@ def run(
     if not no_dispatch:
         policy = DispatchPolicy(
             rate_per_minute=rate,
+            connections=connections,
             script_timeout=script_timeout,
             unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL"),
         )

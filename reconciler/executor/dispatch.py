@@ -1,58 +1,79 @@
 """The outbox dispatcher: deliver what the executor decided to send, exactly once or visibly not.
 
-Per round: rows a dead dispatcher left ``sending`` become ``unknown``; due ``pending``
+Per claim: rows a dead dispatcher left ``sending`` become ``unknown``; due ``pending``
 rows are claimed (``SKIP LOCKED`` on PostgreSQL, so dispatchers never share a row),
 held back by the flow's sending window and a per-flow rate limit (resuming a
-long-paused flow must not burst every overdue message at once), marked ``sending``
-and committed; only then is each one rendered and handed to its transport. The
-outcome is written with its attempt: ``sent``; a temporary error retries with
-exponential backoff and jitter; a permanent one fails the row (and, for e-mail and
-SMS to the contact, the participant, with the reason); an unknown one stays
-``unknown`` for a person to look at.
+long-paused flow must not burst every overdue message at once), and reserved for
+this dispatcher (still ``pending``, due again only after ``reserve_for``, so a crash
+strands nothing). Then ``connections`` threads (each with a kept connection of its
+own, see ``SmtpTransport``) work the reserved rows one at a time:
+
+1. render the message (a payload's templates are compiled once per dispatcher);
+2. commit ``sending`` with a new attempt — in the same transaction as the outcome of
+   that thread's previous message, and as whatever the other threads have to write
+   at that moment (``GroupCommit``): about one transaction per message with one
+   thread, fewer with several;
+3. only then hand the message over, and keep its outcome for the next commit.
+
+An outcome is ``sent``; a temporary error retries with exponential backoff and
+jitter; a permanent one fails the row (and, for e-mail and SMS to the contact, the
+participant, with the reason); an unknown one stays ``unknown`` for a person to look
+at. A dispatcher killed after step 2 leaves its row ``sending`` — made ``unknown``
+later, never resent; one killed before step 2 leaves it reserved, sent later by
+someone. The next claim is prefetched while the last rows are being sent.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import random
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from reconciler.actions.delivery import (
+    DeliveryError,
+    EmailMessage,
     EmailTransport,
     OutcomeUnknown,
     PermanentDeliveryError,
     Receipt,
+    SmsMessage,
     SmsTransport,
     TemporaryDeliveryError,
 )
-from reconciler.actions.email import render_email
+from reconciler.actions.email import EmailTemplate
 from reconciler.actions.sms_text import compose_sms
 from reconciler.clock import Clock
 from reconciler.config import ScriptRegistration
 from reconciler.executor.catalog import Catalog
+from reconciler.executor.group_commit import GroupCommit
 from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state.crm_store import AssociateRecord, CrmTx
 from reconciler.state.outbox_store import (
+    Finished,
     OutboxRow,
     blob,
     claim_pending,
     defer,
     fail_participant,
-    finish_attempt,
+    finish_attempts,
     recover_stale,
     reserve,
     revision_spec,
     sent_since,
-    start_attempt,
+    start_attempts,
 )
+from reconciler.state.store import Tx
 from reconciler.timing import flow_zone, window_opens
 
 CONTACT_SENDS = frozenset({"send_email", "send_sms"})
@@ -65,10 +86,15 @@ class DispatchPolicy:
     base_delay: timedelta = timedelta(seconds=30)
     max_delay: timedelta = timedelta(hours=4)
     rate_per_minute: int = 600  # per flow
+    connections: int = 4  # messages handed over at once, each by a thread with a connection of its own
     stale_after: timedelta = timedelta(minutes=10)
     reserve_for: timedelta = timedelta(minutes=5)  # a claimed batch is ours this long; then due again
     script_timeout: float = 30.0
     unsubscribe_url: str | None = None  # with {email}; default: a mailto: to the reply-to address
+
+    def __post_init__(self) -> None:
+        if self.connections < 1 or self.batch_size < 1:
+            raise ValueError("connections and batch_size must be at least 1")
 
     def backoff(self, attempt: int, jitter: float) -> timedelta:
         """Exponential, capped, with full jitter in [0.5, 1.5) so retries spread out."""
@@ -84,6 +110,7 @@ class DispatchStats:
     unknown: int = 0
     deferred: int = 0
     recovered: int = 0
+    transactions: int = 0  # committed by the run (claims, sending and outcomes, grouped)
 
 
 class ScriptRunner:
@@ -92,7 +119,7 @@ class ScriptRunner:
 
     def __init__(self, registrations: Mapping[str, ScriptRegistration], timeout: float) -> None:
         self.registrations, self.timeout = registrations, timeout
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="script")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="script")
 
     def run(self, name: str, contact: dict[str, Any]) -> Receipt:
         registration = self.registrations.get(name)
@@ -109,6 +136,8 @@ class ScriptRunner:
         try:
             result = future.result(timeout=self.timeout)
         except FutureTimeout:
+            if future.cancel():  # it waited behind other scripts and never started: not run at all
+                raise TemporaryDeliveryError(f"script {name!r} did not start within {self.timeout:g} s") from None
             raise PermanentDeliveryError(f"script {name!r} did not finish within {self.timeout:g} s") from None
         except Exception as exc:
             raise PermanentDeliveryError(f"script {name!r} raised {type(exc).__name__}: {exc}") from None
@@ -138,8 +167,94 @@ class _Job:
     reserved_until: datetime
     flow: Flow | None
     contact: dict[str, Any] | None
-    files: dict[str, bytes] = field(default_factory=dict)
+    template: EmailTemplate | PermanentDeliveryError | None = None  # e-mail rows: compiled, or why not
     associates: dict[str, AssociateRecord] = field(default_factory=dict)
+
+
+Counted = Literal["sent", "retried", "failed", "unknown"]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one attempt; written with the thread's next commit."""
+
+    row: OutboxRow
+    counted: Counted
+    detail: str | None
+    provider_id: str | None = None
+    retry_after: float | None = None  # retried: the provider's hint, in seconds
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One thread's commit: earlier outcomes, then (optionally) ``sending`` for its next
+    row — failed at once when it could not be rendered — then (optionally) a claim."""
+
+    outcomes: tuple[_Outcome, ...] = ()
+    start: _Job | None = None
+    unrenderable: PermanentDeliveryError | None = None
+    claim: bool = False
+
+
+@dataclass(frozen=True)
+class _Written:
+    started: bool = False
+    jobs: tuple[_Job, ...] = ()
+    recovered: int = 0
+    deferred: int = 0
+
+
+Prepared = EmailMessage | SmsMessage | str  # a script's name
+
+
+class _Run:
+    """One ``run_once``: the reserved rows waiting for a thread, shared by the threads."""
+
+    def __init__(self, low_water: int) -> None:
+        self.low_water = low_water
+        self.stats = DispatchStats()
+        self.jobs: deque[_Job] = deque()
+        self.unstarted: Counter[str] = Counter()  # reserved by this run, not started yet, per flow
+        self.exhausted = False
+        self.claiming = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def next(self) -> tuple[_Job | None, bool]:
+        """The next row for a thread, and whether that thread is to claim more: when
+        few are left (prefetch) or none are (then the job is None). (None, False): done."""
+        with self.changed:
+            while True:
+                if self.error is not None:
+                    return None, False
+                if self.jobs:
+                    job = self.jobs.popleft()
+                    claim = not self.exhausted and not self.claiming and len(self.jobs) < self.low_water
+                    self.claiming = self.claiming or claim
+                    return job, claim
+                if self.exhausted:
+                    return None, False
+                if not self.claiming:
+                    self.claiming = True
+                    return None, True
+                self.changed.wait()
+
+    def written(self, outcomes: Sequence[_Outcome], written: _Written, claimed: bool) -> None:
+        with self.changed:
+            for outcome in outcomes:
+                setattr(self.stats, outcome.counted, getattr(self.stats, outcome.counted) + 1)
+            self.stats.recovered += written.recovered
+            self.stats.deferred += written.deferred
+            if claimed:
+                self.jobs.extend(written.jobs)
+                self.exhausted = self.exhausted or not written.jobs
+                self.claiming = False
+                self.changed.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self.changed:
+            self.error = self.error or error
+            self.changed.notify_all()
 
 
 class Dispatcher:
@@ -154,120 +269,69 @@ class Dispatcher:
     ) -> None:
         self.store, self.clock, self.transports = store, clock, transports
         self.policy = policy or DispatchPolicy()
-        self.jitter = jitter or random.Random().random
+        self.jitter = jitter or random.Random().random  # called only inside a commit: one thread at a time
+        self._templates: dict[
+            str, EmailTemplate | PermanentDeliveryError
+        ] = {}  # by payload without "to", with flow and revision
+        self._flows: dict[tuple[str, int], tuple[Flow, dict[str, str]] | None] = {}  # revisions never change
 
     def run_once(self) -> DispatchStats:
-        stats = DispatchStats()
-        while True:
-            jobs = self._claim(stats)
-            if not jobs:
-                return stats
-            for job in jobs:
-                self._deliver(job, stats)
-
-    # --- claiming: one transaction, committed before anything is sent --------------------------
-
-    def _claim(self, stats: DispatchStats) -> list[_Job]:
-        with self.store.transaction() as tx:
-            now = self.clock.now()
-            stats.recovered += recover_stale(tx, now - self.policy.stale_after, now)
-            rows = claim_pending(tx, now, self.policy.batch_size)
-            if not rows:
-                return []
-            catalog = Catalog(tx.flows())
-            budget = {
-                name: self.policy.rate_per_minute - n for name, n in sent_since(tx, now - timedelta(minutes=1)).items()
-            }
-            chosen: list[OutboxRow] = []
-            for row in rows:
-                flow = catalog.flow(row.flow_name)
-                opens = window_opens(flow.spec.settings.sending_window, now, flow_zone(flow)) if flow else None
-                if opens is not None and row.kind in CONTACT_SENDS:
-                    defer(tx, [row.id], opens, now)
-                    stats.deferred += 1
-                elif budget.setdefault(row.flow_name, self.policy.rate_per_minute) <= 0:
-                    defer(tx, [row.id], now + timedelta(minutes=1), now)
-                    stats.deferred += 1
-                else:
-                    budget[row.flow_name] -= 1
-                    chosen.append(row)
-            reserved_until = now + self.policy.reserve_for
-            reserve(tx, chosen, reserved_until, now)
-            return self._prepare(tx, chosen, reserved_until)
-
-    def _prepare(self, tx: Any, rows: list[OutboxRow], reserved_until: datetime) -> list[_Job]:
-        crm = CrmTx(tx)
-        contacts = crm.contacts_by_email(r.contact_email for r in rows)
-        associates = {a.name: a for a in crm.associates()}
-        specs: dict[tuple[str, int], tuple[Flow, dict[str, str]] | None] = {}
-        jobs = []
-        for row in rows:
-            key = (row.flow_name, row.revision)
-            if key not in specs:
-                found = revision_spec(tx, *key)
-                specs[key] = (Flow.model_validate(found[0]), found[1]) if found else None
-            spec = specs[key]
-            contact = contacts.get(row.contact_email)
-            job = _Job(
-                row,
-                reserved_until,
-                spec[0] if spec else None,
-                contact.as_template_data() if contact else None,
-                associates=associates,
-            )
-            if row.kind == "send_email" and spec is not None:
-                names = [
-                    row.payload.get("content"),
-                    row.payload.get("text_content"),
-                    *row.payload.get("attachments", []),
-                ]
-                for name in (n for n in names if n):
-                    digest = spec[1].get(name)
-                    data = blob(tx, digest) if digest else None
-                    if data is not None:
-                        job.files[name] = data
-            jobs.append(job)
-        return jobs
-
-    # --- delivering: outside any transaction ----------------------------------------------------
-
-    def _deliver(self, job: _Job, stats: DispatchStats) -> None:
-        row = job.row
-        with self.store.transaction() as tx:  # "sending" is committed before the provider sees anything
-            if not start_attempt(tx, row, job.reserved_until, self.clock.now()):
-                return
-        try:
-            receipt = self._send(job)
-        except OutcomeUnknown as exc:
-            self._finish(row, state="unknown", outcome="unknown", detail=exc.detail)
-            stats.unknown += 1
-        except TemporaryDeliveryError as exc:
-            attempt = row.attempts + 1
-            if attempt >= self.policy.max_attempts:
-                self._finish(
-                    row,
-                    state="failed",
-                    outcome="failed",
-                    detail=f"gave up after {attempt} attempts: {exc.detail}",
-                    fail_participant_too=True,
-                )
-                stats.failed += 1
-                return
-            delay = self.policy.backoff(attempt, self.jitter())
-            if exc.retry_after is not None and timedelta(seconds=exc.retry_after) > delay:
-                delay = timedelta(seconds=exc.retry_after)
-            self._finish(
-                row, state="pending", outcome="retry", detail=exc.detail, next_attempt_at=self.clock.now() + delay
-            )
-            stats.retried += 1
-        except PermanentDeliveryError as exc:
-            self._finish(row, state="failed", outcome="failed", detail=exc.detail, fail_participant_too=True)
-            stats.failed += 1
+        """Send everything due now; return what happened. A database error stops every
+        thread (an outcome not written yet leaves its row ``sending``: ``unknown`` later)
+        and is raised here."""
+        run = _Run(low_water=self.policy.connections)
+        ledger: GroupCommit[_Write, _Written] = GroupCommit(self.store, lambda tx, ws: self._apply(tx, ws, run))
+        if self.policy.connections == 1:
+            self._work(run, ledger)
         else:
-            self._finish(row, state="sent", outcome="sent", detail=receipt.detail, provider_id=receipt.provider_id)
-            stats.sent += 1
+            threads = [
+                threading.Thread(target=self._work, args=(run, ledger), name=f"dispatch-{i}", daemon=True)
+                for i in range(self.policy.connections)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if run.error is not None:
+            raise run.error
+        run.stats.transactions = ledger.transactions
+        return run.stats
 
-    def _send(self, job: _Job) -> Receipt:
+    # --- one sending thread ----------------------------------------------------------------------
+
+    def _work(self, run: _Run, ledger: GroupCommit[_Write, _Written]) -> None:
+        outcomes: tuple[_Outcome, ...] = ()  # handed over, not written yet
+        try:
+            while True:
+                job, claim = run.next()
+                if job is None and not claim:
+                    break
+                prepared: Prepared | None = None
+                unrenderable = None
+                if job is not None:
+                    try:
+                        prepared = self._prepare(job)
+                    except PermanentDeliveryError as exc:
+                        unrenderable = exc
+                write = _Write(outcomes, job, unrenderable, claim)
+                written = ledger.write(write)  # "sending" is committed before the provider sees anything
+                done = outcomes + (
+                    (self._failed(job, unrenderable),) if job and unrenderable and written.started else ()
+                )
+                run.written(done, written, claim)
+                outcomes = ()
+                if job is not None and prepared is not None and written.started:
+                    outcomes = (self._hand_over(job, prepared),)
+            if outcomes:
+                run.written(outcomes, ledger.write(_Write(outcomes)), False)
+        except BaseException as exc:
+            run.fail(exc)
+
+    def _failed(self, job: _Job, error: PermanentDeliveryError) -> _Outcome:
+        return _Outcome(job.row, "failed", error.detail)
+
+    def _prepare(self, job: _Job) -> Prepared:
+        """The message, rendered (no I/O); ``PermanentDeliveryError`` when it cannot be."""
         row, flow, contact = job.row, job.flow, job.contact
         if flow is None:
             raise PermanentDeliveryError(f"revision {row.revision} of flow {row.flow_name!r} is gone")
@@ -275,18 +339,19 @@ class Dispatcher:
             raise PermanentDeliveryError(f"contact {row.contact_email} no longer exists")
         payload = row.payload
         if row.kind == "run_script":
-            return self.transports.scripts.run(str(payload["script"]), contact)
+            return str(payload["script"])
         if row.kind in ("send_email", "notify_email"):
-            email = render_email(
-                payload=self._email_payload(row),
+            if isinstance(job.template, PermanentDeliveryError):
+                raise PermanentDeliveryError(job.template.detail)
+            assert job.template is not None
+            return job.template.render(
+                to=payload.get("to"),
                 contact=contact,
                 flow=flow,
-                files=job.files,
                 associates=job.associates,
                 message_id=_message_id(row),
                 unsubscribe_url=self._unsubscribe(flow, row),
             )
-            return self.transports.email.send(email)
         data = {
             "contact": contact,
             "flow": {"name": flow.name, "description": flow.metadata.description, "owner": flow.spec.owner},
@@ -295,7 +360,7 @@ class Dispatcher:
         sender = payload.get("sender") or (settings.sender if settings else None)
         if not sender:
             raise PermanentDeliveryError("no SMS sender: set it on the step or in settings.sms.sender")
-        sms = compose_sms(
+        return compose_sms(
             to=str(payload["to"]),
             template=str(payload["text"]),
             data=data,
@@ -303,19 +368,147 @@ class Dispatcher:
             reference=row.idempotency_key,
             default_region=settings.default_region if settings else None,
         )
-        return self.transports.sms.send(sms)
 
-    def _email_payload(self, row: OutboxRow) -> dict[str, Any]:
-        if row.kind == "send_email":
-            return dict(row.payload)
-        # A notification: a plain message to a colleague, rendered like an e-mail without content files.
-        return {
-            "to": row.payload["to"],
-            "subject": row.payload["subject"],
-            "html": None,
-            "text": row.payload["message"],
-            "notification": True,
-        }
+    def _hand_over(self, job: _Job, prepared: Prepared) -> _Outcome:
+        row = job.row
+        try:
+            if isinstance(prepared, EmailMessage):
+                receipt = self.transports.email.send(prepared)
+            elif isinstance(prepared, SmsMessage):
+                receipt = self.transports.sms.send(prepared)
+            else:
+                receipt = self.transports.scripts.run(prepared, job.contact or {})
+        except OutcomeUnknown as exc:
+            return _Outcome(row, "unknown", exc.detail)
+        except TemporaryDeliveryError as exc:
+            attempt = row.attempts + 1
+            if attempt >= self.policy.max_attempts:
+                return _Outcome(row, "failed", f"gave up after {attempt} attempts: {exc.detail}")
+            return _Outcome(row, "retried", exc.detail, retry_after=exc.retry_after)
+        except DeliveryError as exc:
+            return _Outcome(row, "failed", exc.detail)
+        return _Outcome(row, "sent", receipt.detail, provider_id=receipt.provider_id)
+
+    # --- the database: one thread at a time, inside GroupCommit ------------------------------------
+
+    def _apply(self, tx: Tx, writes: Sequence[_Write], run: _Run) -> list[_Written]:
+        """All writes of a group, as few statements as they allow: outcomes, then the
+        ``sending`` of the next rows (failed at once if unrenderable), then a claim."""
+        now = self.clock.now()
+        outcomes = [o for w in writes for o in w.outcomes]
+        starting = [(w.start.row, w.start.reserved_until) for w in writes if w.start is not None]
+        taken = start_attempts(tx, starting, now) if starting else set()
+        for row, _ in starting:
+            run.unstarted[row.flow_name] -= 1
+        outcomes += [
+            self._failed(w.start, w.unrenderable)
+            for w in writes
+            if w.start is not None and w.unrenderable is not None and w.start.row.id in taken
+        ]
+        self._record(tx, outcomes, now)
+        results = []
+        for write in writes:
+            started = write.start is not None and write.start.row.id in taken
+            if write.claim:
+                recovered, deferred, jobs = self._claim(tx, now, run.unstarted)
+                results.append(_Written(started, tuple(jobs), recovered, deferred))
+            else:
+                results.append(_Written(started))
+        return results
+
+    def _record(self, tx: Tx, outcomes: Sequence[_Outcome], now: datetime) -> None:
+        finished = []
+        for outcome in outcomes:
+            row, detail = outcome.row, (outcome.detail or "")[:2000] or None
+            if outcome.counted == "retried":
+                delay = self.policy.backoff(row.attempts + 1, self.jitter())
+                if outcome.retry_after is not None and timedelta(seconds=outcome.retry_after) > delay:
+                    delay = timedelta(seconds=outcome.retry_after)
+                finished.append(Finished(row, "pending", "retry", detail, next_attempt_at=now + delay))
+            else:
+                finished.append(Finished(row, outcome.counted, outcome.counted, detail, None, outcome.provider_id))
+            if outcome.counted == "failed" and row.kind in CONTACT_SENDS and row.participant_id is not None:
+                fail_participant(tx, row.participant_id, f"{row.step_id}: {detail}", now)
+        finish_attempts(tx, finished, now)
+
+    def _claim(self, tx: Tx, now: datetime, unstarted: Counter[str]) -> tuple[int, int, list[_Job]]:
+        """(rows made unknown, rows deferred, jobs): due rows claimed and reserved for this
+        run. A batch held back whole (window, rate) does not end the round: the next is read."""
+        recovered = recover_stale(tx, now - self.policy.stale_after, now)
+        deferred = 0
+        catalog: Catalog | None = None
+        while rows := claim_pending(tx, now, self.policy.batch_size):
+            catalog = catalog or Catalog(tx.flows())
+            # the rate limit counts attempts started in the last minute, and rows reserved but not started yet
+            budget = Counter(dict.fromkeys({r.flow_name for r in rows}, self.policy.rate_per_minute))
+            budget.subtract(sent_since(tx, now - timedelta(minutes=1)))
+            budget.subtract(unstarted)
+            chosen: list[OutboxRow] = []
+            held: dict[datetime, list[int]] = {}
+            for row in rows:
+                flow = catalog.flow(row.flow_name)
+                opens = window_opens(flow.spec.settings.sending_window, now, flow_zone(flow)) if flow else None
+                if opens is not None and row.kind in CONTACT_SENDS:
+                    held.setdefault(opens, []).append(row.id)
+                elif budget[row.flow_name] <= 0:
+                    held.setdefault(now + timedelta(minutes=1), []).append(row.id)
+                else:
+                    budget[row.flow_name] -= 1
+                    unstarted[row.flow_name] += 1
+                    chosen.append(row)
+            for until, ids in held.items():
+                defer(tx, ids, until, now)
+                deferred += len(ids)
+            if chosen:
+                reserved_until = now + self.policy.reserve_for
+                reserve(tx, chosen, reserved_until, now)
+                return recovered, deferred, self._jobs(tx, chosen, reserved_until)
+        return recovered, deferred, []
+
+    def _jobs(self, tx: Tx, rows: list[OutboxRow], reserved_until: datetime) -> list[_Job]:
+        crm = CrmTx(tx)
+        contacts = crm.contacts_by_email(r.contact_email for r in rows)
+        associates = {a.name: a for a in crm.associates()}
+        jobs = []
+        for row in rows:
+            key = (row.flow_name, row.revision)
+            if key not in self._flows:
+                found = revision_spec(tx, *key)
+                self._flows[key] = (Flow.model_validate(found[0]), found[1]) if found else None
+            spec = self._flows[key]
+            contact = contacts.get(row.contact_email)
+            job = _Job(row, reserved_until, spec[0] if spec else None, contact.as_template_data() if contact else None)
+            if row.kind in ("send_email", "notify_email") and spec is not None:
+                job.associates = associates
+                job.template = self._template(tx, row, spec[1])
+            jobs.append(job)
+        return jobs
+
+    def _template(self, tx: Tx, row: OutboxRow, files: Mapping[str, str]) -> EmailTemplate | PermanentDeliveryError:
+        """The row's payload compiled, once per dispatcher; its content files read only then."""
+        payload = _email_payload(row)
+        key = json.dumps(
+            [row.flow_name, row.revision, {k: v for k, v in payload.items() if k != "to"}], sort_keys=True, default=str
+        )
+        found = self._templates.get(key)
+        if found is not None:
+            return found
+        names = [payload.get("content"), payload.get("text_content"), *payload.get("attachments", [])]
+        content = {}
+        for name in (str(n) for n in names if n):
+            digest = files.get(name)
+            data = blob(tx, digest) if digest else None
+            if data is not None:
+                content[name] = data
+        template: EmailTemplate | PermanentDeliveryError
+        try:
+            template = EmailTemplate.compile(payload, content)
+        except PermanentDeliveryError as exc:
+            template = exc  # the same for every row of this payload
+        if len(self._templates) >= 256:
+            self._templates.clear()
+        self._templates[key] = template
+        return template
 
     def _unsubscribe(self, flow: Flow, row: OutboxRow) -> str:
         if self.policy.unsubscribe_url:
@@ -328,31 +521,18 @@ class Dispatcher:
             address = settings.sender.address
         return f"mailto:{address or 'unsubscribe@invalid'}?subject=unsubscribe%20{quote(row.contact_email)}"
 
-    def _finish(
-        self,
-        row: OutboxRow,
-        *,
-        state: str,
-        outcome: str,
-        detail: str | None,
-        next_attempt_at: datetime | None = None,
-        provider_id: str | None = None,
-        fail_participant_too: bool = False,
-    ) -> None:
-        with self.store.transaction() as tx:
-            now = self.clock.now()
-            finish_attempt(
-                tx,
-                row,
-                state=state,
-                outcome=outcome,
-                now=now,
-                next_attempt_at=next_attempt_at,
-                detail=(detail or "")[:2000] or None,
-                provider_id=provider_id,
-            )
-            if fail_participant_too and row.kind in CONTACT_SENDS and row.participant_id is not None:
-                fail_participant(tx, row.participant_id, f"{row.step_id}: {detail}", now)
+
+def _email_payload(row: OutboxRow) -> dict[str, Any]:
+    if row.kind == "send_email":
+        return dict(row.payload)
+    # A notification: a plain message to a colleague, rendered like an e-mail without content files.
+    return {
+        "to": row.payload["to"],
+        "subject": row.payload["subject"],
+        "html": None,
+        "text": row.payload["message"],
+        "notification": True,
+    }
 
 
 def _message_id(row: OutboxRow) -> str:

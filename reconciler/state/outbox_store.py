@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
@@ -96,29 +96,123 @@ def reserve(tx: Tx, rows: Sequence[OutboxRow], until: datetime, now: datetime) -
     defer(tx, [r.id for r in rows], until, now)
 
 
+@dataclass(frozen=True)
+class Finished:
+    """The outcome of one attempt, to be written: ``state`` of the row (``pending`` for a
+    retry at ``next_attempt_at``) and ``outcome`` of the attempt."""
+
+    row: OutboxRow
+    state: str
+    outcome: str
+    detail: str | None = None
+    next_attempt_at: datetime | None = None
+    provider_id: str | None = None
+
+
+_o, _a = c.outbox, c.outbox_attempts
+_START_ATTEMPT = insert(_a).values(
+    outbox_id=bindparam("b_id"),
+    attempt=bindparam("b_attempt"),
+    started_at=bindparam("b_now", type_=_a.c.started_at.type),
+    finished_at=None,
+    outcome="sending",
+    detail=None,
+    provider_id=None,
+)
+_RESERVED = (_o.c.state == "pending", _o.c.next_attempt_at == bindparam("b_reserved", type_=_o.c.next_attempt_at.type))
+_SENDING = {
+    "state": "sending",
+    "attempts": _o.c.attempts + 1,
+    "updated_at": bindparam("b_now", type_=_o.c.updated_at.type),
+}
+_START_ROW = update(_o).where(_o.c.id == bindparam("b_id"), *_RESERVED).values(_SENDING).returning(_o.c.id)
+_START_ROWS = (
+    update(_o).where(_o.c.id.in_(bindparam("b_ids", expanding=True)), *_RESERVED).values(_SENDING).returning(_o.c.id)
+)
+_FINISH_ROW = (
+    update(_o)
+    .where(_o.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        updated_at=bindparam("b_now", type_=_o.c.updated_at.type),
+        last_error=bindparam("b_error", type_=_o.c.last_error.type),
+        next_attempt_at=func.coalesce(
+            bindparam("b_next", type_=_o.c.next_attempt_at.type), _o.c.next_attempt_at, type_=_o.c.next_attempt_at.type
+        ),
+    )
+)
+_FINISH_ATTEMPT = (
+    update(_a)
+    .where(_a.c.outbox_id == bindparam("b_id"), _a.c.attempt == bindparam("b_attempt"))
+    .values(
+        outcome=bindparam("b_outcome"),
+        finished_at=bindparam("b_now", type_=_a.c.finished_at.type),
+        detail=bindparam("b_detail", type_=_a.c.detail.type),
+        provider_id=bindparam("b_provider", type_=_a.c.provider_id.type),
+    )
+)
+
+
+def start_attempts(tx: Tx, rows: Sequence[tuple[OutboxRow, datetime]], now: datetime) -> set[int]:
+    """Mark reserved rows ``sending`` and open their attempts, right before they are
+    handed over (committed first). ``rows`` are (row, reserved until); returns the ids
+    taken — a row is not when its reservation lapsed and another dispatcher took it."""
+    by_reservation: dict[datetime, list[int]] = {}
+    for row, reserved_until in rows:
+        by_reservation.setdefault(reserved_until, []).append(row.id)
+    taken: set[int] = set()
+    for reserved_until, ids in by_reservation.items():
+        if len(ids) == 1:  # the common case: one thread's next row; a statement SQLAlchemy compiled already
+            taken.update(
+                tx.c.execute(_START_ROW, {"b_id": ids[0], "b_reserved": reserved_until, "b_now": now}).scalars()
+            )
+            continue
+        for part in chunks(ids):
+            taken.update(
+                tx.c.execute(_START_ROWS, {"b_ids": part, "b_reserved": reserved_until, "b_now": now}).scalars()
+            )
+    started = [{"b_id": row.id, "b_attempt": row.attempts + 1, "b_now": now} for row, _ in rows if row.id in taken]
+    if started:
+        tx.c.execute(_START_ATTEMPT, started)
+    return taken
+
+
 def start_attempt(tx: Tx, row: OutboxRow, reserved_until: datetime, now: datetime) -> bool:
-    """Mark one reserved row ``sending`` and open its attempt, right before it is handed
-    over (committed first). False when the reservation lapsed and another took it."""
-    o = c.outbox
-    taken = tx.c.execute(
-        update(o)
-        .where(o.c.id == row.id, o.c.state == "pending", o.c.next_attempt_at == reserved_until)
-        .values(state="sending", attempts=row.attempts + 1, updated_at=now)
-    )
-    if taken.rowcount != 1:
-        return False
+    """``start_attempts`` for one row."""
+    return bool(start_attempts(tx, [(row, reserved_until)], now))
+
+
+def finish_attempts(tx: Tx, finished: Sequence[Finished], now: datetime) -> None:
+    """Write outcomes: each row's state and its attempt's outcome, two statements for all."""
+    if not finished:
+        return
     tx.c.execute(
-        insert(c.outbox_attempts).values(
-            outbox_id=row.id,
-            attempt=row.attempts + 1,
-            started_at=now,
-            finished_at=None,
-            outcome="sending",
-            detail=None,
-            provider_id=None,
-        )
+        _FINISH_ROW,
+        [
+            {
+                "b_id": f.row.id,
+                "b_state": f.state,
+                "b_now": now,
+                "b_error": f.detail if f.state != "sent" else None,
+                "b_next": f.next_attempt_at,
+            }
+            for f in finished
+        ],
     )
-    return True
+    tx.c.execute(
+        _FINISH_ATTEMPT,
+        [
+            {
+                "b_id": f.row.id,
+                "b_attempt": f.row.attempts + 1,
+                "b_outcome": f.outcome,
+                "b_now": now,
+                "b_detail": f.detail,
+                "b_provider": f.provider_id,
+            }
+            for f in finished
+        ],
+    )
 
 
 def finish_attempt(
@@ -132,16 +226,8 @@ def finish_attempt(
     detail: str | None = None,
     provider_id: str | None = None,
 ) -> None:
-    o, a = c.outbox, c.outbox_attempts
-    values: dict[str, Any] = {"state": state, "updated_at": now, "last_error": detail if state != "sent" else None}
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
-    tx.c.execute(update(o).where(o.c.id == row.id).values(**values))
-    tx.c.execute(
-        update(a)
-        .where(a.c.outbox_id == row.id, a.c.attempt == row.attempts + 1)
-        .values(outcome=outcome, finished_at=now, detail=detail, provider_id=provider_id)
-    )
+    """``finish_attempts`` for one row."""
+    finish_attempts(tx, [Finished(row, state, outcome, detail, next_attempt_at, provider_id)], now)
 
 
 def defer(tx: Tx, ids: Sequence[int], until: datetime, now: datetime) -> None:
