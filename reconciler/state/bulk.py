@@ -10,8 +10,10 @@ per-row cost was most of the time on PostgreSQL and a third of it on SQLite.
 So, per dialect:
 
 * **PostgreSQL**: one statement per call, one array parameter per column —
-  ``INSERT … SELECT * FROM unnest(%(c0)s::integer[], …)`` and
-  ``UPDATE t SET … FROM unnest(…) AS v(…) WHERE t.id = v.id``.
+  ``INSERT … SELECT * FROM unnest(%(c0)b::integer[], …)`` and
+  ``UPDATE t SET … FROM unnest(…) AS v(…) WHERE t.id = v.id``. The arrays go in
+  binary format (``%b``): psycopg quotes every element of a text-format array with a
+  regular expression, which made them 4× slower to send.
 * **Others (SQLite)**: the statement is compiled once per call and the rows go to the
   driver's ``executemany`` as tuples in the compiled order.
 
@@ -96,7 +98,7 @@ def _sql_type(table: Table, column: str, dialect: Dialect) -> str:
 
 
 def _arrays(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], dialect: Dialect) -> str:
-    return ", ".join(f"%(c{i})s::{_sql_type(table, name, dialect)}[]" for i, name in enumerate(columns))
+    return ", ".join(f"%(c{i})b::{_sql_type(table, name, dialect)}[]" for i, name in enumerate(columns))
 
 
 def _array_parameters(

@@ -123,9 +123,11 @@ class CrmTx:
     def contacts_by_email(self, emails: Iterable[str]) -> dict[str, ContactRecord]:
         wanted = sorted({e.lower() for e in emails})
         found: dict[str, ContactRecord] = {}
+        columns = [c.contacts.c.id, c.contacts.c.custom, *(c.contacts.c[name] for name in CONTACT_COLUMNS)]
         for part in chunks(wanted):
-            for row in self.c.execute(select(c.contacts).where(c.contacts.c.email.in_(part))):
-                found[row.email] = _contact(row)
+            for row in self.c.execute(select(*columns).where(c.contacts.c.email.in_(part))).all():
+                values = dict(zip(CONTACT_COLUMNS, row[2:], strict=True))
+                found[values["email"]] = ContactRecord(row[0], values["email"], values, dict(row[1] or {}))
         return found
 
     def upsert_contacts(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], list[str]]:
@@ -403,11 +405,6 @@ def _membership(kind: str) -> tuple[Any, Any, str]:
     if kind == "project":
         return c.projects, c.project_members, "project_id"
     raise ValueError(f"unknown membership kind {kind!r}")
-
-
-def _contact(row: Any) -> ContactRecord:
-    values = {k: getattr(row, k) for k in CONTACT_COLUMNS}
-    return ContactRecord(row.id, row.email, values, dict(row.custom or {}))
 
 
 def _event(row: Any) -> EventRecord:

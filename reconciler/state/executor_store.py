@@ -70,23 +70,9 @@ class Participation:
 
 def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
     p, f = t.participants, t.flows
+    columns = [f.c.name if name == "flow_name" else p.c[name] for name in Claimed.__dataclass_fields__]
     query = (
-        select(
-            p.c.id,
-            p.c.flow_id,
-            f.c.name.label("flow_name"),
-            p.c.contact,
-            p.c.status,
-            p.c.step_id,
-            p.c.due_at,
-            p.c.reason,
-            p.c.step_state,
-            p.c.visit,
-            p.c.success_at,
-            p.c.finished_at,
-            p.c.revision_seen,
-            p.c.enrolled_at,
-        )
+        select(*columns)
         .join(f, f.c.id == p.c.flow_id)
         .where(p.c.status == ACTIVE, p.c.due_at <= now, f.c.status == "running")
         .order_by(p.c.due_at, p.c.id)
@@ -94,7 +80,7 @@ def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
     )
     if tx.c.dialect.name == "postgresql":
         query = query.with_for_update(of=p, skip_locked=True)
-    return [Claimed(**row._mapping) for row in tx.c.execute(query)]
+    return [Claimed(*row) for row in tx.c.execute(query).all()]
 
 
 def save_participants(tx: Tx, claimed: Sequence[Claimed], now: datetime) -> None:
