@@ -15,6 +15,7 @@ from reconciler.apply import ApplyOptions, apply, break_glass
 from reconciler.clock import ManualClock
 from reconciler.executor import Executor
 from reconciler.spec.bundle import bundle_document
+from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state import crm as c
 from reconciler.state.crm_store import CrmTx, NewEvent
@@ -321,6 +322,69 @@ def test_internal_crm_steps(store: Store, clock: ManualClock, executor: Executor
         "request_created",
         "sale_created",
     }
+
+
+def test_update_contact_writes_company_fields_that_later_steps_see(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
+    steps = [
+        {
+            "id": "grow",
+            "type": "update_contact",
+            "updates": [
+                {"field": "company.employees", "action": "increase", "value": 5},
+                {"field": "company.custom.tier", "action": "set", "value": "gold"},
+                {"field": "company.city", "action": "set", "value": "{{ contact.city }}"},
+            ],
+        },
+        {
+            "id": "route",
+            "type": "split",
+            "branches": [
+                {"name": "big", "when": {"field": "company.employees", "op": "gte", "value": 15}, "next": "ticket"},
+                {"name": "everyone_else", "next": "done"},
+            ],
+        },
+        {
+            "id": "ticket",
+            "type": "create_request",
+            "title": "{{ company.name }} in {{ company.city }}",
+            "request_type": "sales",
+        },
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, steps)
+    contacts(
+        store,
+        clock,
+        {"email": "a@x.example", "company": "Acme", "city": "Lund"},
+        {"email": "b@x.example", "company": "Acme", "city": "Umeå"},
+        {"email": "c@x.example"},
+    )
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        crm.ensure_companies(["Acme"])
+        crm.update_company("Acme", {"employees": 5, "custom": {"founded": 1990}})
+    executor.enroll("f", ["a@x.example", "b@x.example", "c@x.example"])
+    executor.run_once()
+    (acme,) = rows(store, c.companies)
+    assert (acme.employees, acme.custom, acme.city) == (15, {"founded": 1990, "tier": "gold"}, "Umeå")
+    people_now = people(store)
+    assert (people_now["a@x.example"].status, people_now["b@x.example"].status) == ("finished", "finished")
+    assert [r.title for r in rows(store, c.requests)] == ["Acme in Umeå"]  # only b saw 15 employees
+    assert people_now["c@x.example"].status == "failed"
+    assert people_now["c@x.example"].reason == "the contact has no company, so company.employees cannot be updated"
+
+
+def test_a_flow_may_not_rename_a_company() -> None:
+    document = flow_doc(
+        "f",
+        steps=[
+            {"id": "x", "type": "update_contact", "updates": [{"field": "company.name", "action": "set", "value": "Y"}]}
+        ],
+    )
+    with pytest.raises(ValueError, match=r"field 'company\.name' cannot be updated by a flow"):
+        Flow.model_validate(document)
 
 
 def test_distribute_only_if_unassigned_and_fallback(store: Store, clock: ManualClock, executor: Executor) -> None:

@@ -23,6 +23,7 @@ class Catalog:
     def __init__(self, records: dict[str, FlowRecord]) -> None:
         self.records = records
         self._steps: dict[str, dict[str, tuple[int, Step]]] = {}
+        self._uses_company: dict[str, bool] = {}
 
     def record(self, name: str) -> FlowRecord | None:
         return self.records.get(name)
@@ -38,6 +39,16 @@ class Catalog:
             flow = self.flow(name)
             self._steps[name] = {s.id: (i, s) for i, s in enumerate(flow.spec.steps)} if flow else {}
         return self._steps[name].get(step_id or "")
+
+    def uses_company(self, name: str) -> bool:
+        """Do the flow's steps read or write company fields (in updates or merge fields)?
+        Then a batch reads its contacts' companies once, up front."""
+        if name not in self._uses_company:
+            flow = self.flow(name)
+            self._uses_company[name] = flow is not None and any(
+                "company." in step.model_dump_json() for step in flow.spec.steps
+            )
+        return self._uses_company[name]
 
     def live(self) -> list[tuple[FlowRecord, Flow]]:
         """Flows whose triggers are on: running or paused (never not_running)."""

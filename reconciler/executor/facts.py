@@ -49,7 +49,7 @@ class Needs:
 
 
 class FactLoader:
-    """Facts per contact, with this batch's own membership changes overlaid."""
+    """Facts per contact, with this batch's own membership and company changes overlaid."""
 
     def __init__(self, crm: CrmTx) -> None:
         self.crm = crm
@@ -57,6 +57,26 @@ class FactLoader:
         self.removed: dict[str, set[tuple[str, int]]] = {"selection": set(), "project": set()}
         # (kind, group) → (members, contacts asked about), read once per batch by ``preload``
         self._preloaded: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
+        # company name → its values as this batch sees them (None: no such company), read once
+        self._companies: dict[str, dict[str, Any] | None] = {}
+        self.company_changes: dict[str, dict[str, Any]] = {}  # name → changed columns, to flush
+
+    def companies(self, names: Iterable[str | None]) -> dict[str, dict[str, Any] | None]:
+        """The companies called ``names`` (read once per batch, with this batch's changes)."""
+        wanted = {n for n in names if n}
+        missing = sorted(wanted - set(self._companies))
+        if missing:
+            found = self.crm.companies_by_name(missing)
+            self._companies.update({name: found.get(name) for name in missing})
+        return {name: self._companies[name] for name in wanted}
+
+    def change_company(self, name: str, column: str, value: Any) -> None:
+        """Stage one column of a company (``custom``: the whole dict), creating it if need be."""
+        current = self.companies([name])[name]
+        if current is None:
+            current = self._companies[name] = {"name": name, "custom": {}}
+        current[column] = value
+        self.company_changes.setdefault(name, {})[column] = value
 
     def load(self, contacts: Sequence[ContactRecord], needs: Needs) -> dict[str, Facts]:
         ids = [c.id for c in contacts]
@@ -80,7 +100,7 @@ class FactLoader:
                     forms.setdefault(event.contact_email, {}).setdefault(event.subject, []).append(
                         dict(fields) if isinstance(fields, dict) else {}
                     )
-        companies = self.crm.companies_by_name(c.get("company") for c in contacts) if needs.company else {}
+        companies = self.companies(c.get("company") for c in contacts) if needs.company else {}
         return {
             c.email: Facts(
                 contact=c,

@@ -69,6 +69,8 @@ class Batch:
         ids = [c.id for c in self.contacts.values()]
         for kind, names in groups.items():
             self.facts.preload(kind, names, ids)
+        if any(self.catalog.uses_company(name) for name in {p.flow_name for p in claimed}):
+            self.facts.companies(c.get("company") for c in self.contacts.values())
         for p in claimed:
             self._advance(p)
         self._flush(claimed)
@@ -241,9 +243,11 @@ class Batch:
         values = self._values(contact)
         changed = []
         for row in step.updates:
-            if row.field.startswith("company."):
-                raise StepError(f"updating company fields ({row.field}) is not supported yet")
             value = render(row.value, data) if isinstance(row.value, str) else row.value
+            if row.field.startswith("company."):
+                if self._update_company(values.get("company"), row.field, row.action, value):
+                    changed.append(row.field)
+                continue
             if row.field.startswith("custom."):
                 name = row.field[len("custom.") :]
                 custom = self.effects.custom_changes.setdefault(contact.id, dict(contact.custom))
@@ -260,6 +264,27 @@ class Batch:
         if changed:
             self._event("contact_updated", contact, None, {"changed": changed})
         return Next(f"updated {', '.join(changed)}" if changed else "nothing to change")
+
+    def _update_company(self, name: str | None, field: str, action: str, value: Any) -> bool:
+        """One bulk-update row on the contact's company; True if it changed something."""
+        if not name:
+            raise StepError(f"the contact has no company, so {field} cannot be updated")
+        company = self.facts.companies([name])[name] or {"custom": {}}
+        column = field[len("company.") :]
+        if column.startswith("custom."):
+            custom = dict(company.get("custom") or {})
+            key = column[len("custom.") :]
+            new = apply_update(custom.get(key), action, value)
+            if custom.get(key) == new:
+                return False
+            custom[key] = new
+            self.facts.change_company(name, "custom", custom)
+            return True
+        new = apply_update(company.get(column), action, value)
+        if company.get(column) == new:
+            return False
+        self.facts.change_company(name, column, new)
+        return True
 
     def _membership(self, kind: str, name: str, contact: ContactRecord, *, add: bool) -> None:
         was = self.facts.member(kind, name, contact.id)
@@ -518,9 +543,9 @@ class Batch:
     def _template_data(self, flow: Flow, contact: ContactRecord) -> dict[str, Any]:
         current = self._current(contact)
         data = current.as_template_data()
-        company = dict.fromkeys(COMPANY_FIELDS)
-        company["name"] = data.get("company")
-        company["custom"] = {}
+        company: dict[str, Any] = dict.fromkeys(COMPANY_FIELDS) | {"name": data.get("company"), "custom": {}}
+        if data.get("company") and self.catalog.uses_company(flow.name):
+            company.update(self.facts.companies([data["company"]])[data["company"]] or {})
         return {
             "contact": data,
             "company": company,
@@ -543,6 +568,10 @@ class Batch:
         for contact_id, custom in effects.custom_changes.items():
             changes.setdefault(contact_id, {})["custom"] = custom
         self.crm.update_contacts(changes, self.now)
+        if self.facts.company_changes:
+            self.crm.ensure_companies(self.facts.company_changes)
+            for name, values in self.facts.company_changes.items():
+                self.crm.update_company(name, values)
         grouped: dict[tuple[str, str, bool], list[int]] = {}
         for kind, name, contact_id, add in effects.memberships:
             grouped.setdefault((kind, name, add), []).append(contact_id)

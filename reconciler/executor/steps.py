@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from reconciler.spec.steps import ExitTo
@@ -33,9 +34,15 @@ def render(text: str | None, data: dict[str, Any]) -> str | None:
     if "{" not in text:
         return text
     try:
-        return _RENDER.from_string(text).render(data)
+        return _template(text).render(data)
     except TemplateError as exc:
         raise StepError(f"merge field: {exc}") from None
+
+
+@lru_cache(maxsize=1024)
+def _template(text: str) -> Template:
+    """Compiled once: a batch renders the same step text for hundreds of participants."""
+    return _RENDER.from_string(text)
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,8 @@ COMPANY_FIELDS: dict[str, FieldType] = {
     "employees": FieldType.NUMBER,
 }
 
-# Fields a flow may not write: the identity and the derived ones.
-READ_ONLY_FIELDS = frozenset({"email", "full_name", "created_at"})
+# Fields a flow may not write: the identities (a contact's e-mail, a company's name) and the derived ones.
+READ_ONLY_FIELDS = frozenset({"email", "full_name", "created_at", "company.name"})
 
 FLOW_VARIABLES = frozenset({"name", "description", "owner"})
 
