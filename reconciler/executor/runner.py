@@ -9,7 +9,9 @@ bulk at the end, in the transaction that claimed the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from reconciler.actions.delivery import PermanentDeliveryError
@@ -35,6 +37,7 @@ from reconciler.state.records import DROPPED_OUT, FAILED, FINISHED, FINISHED_WIT
 from reconciler.state.store import Tx
 from reconciler.timing import after, flow_zone, wait_until, window_opens
 
+TemplateData = Callable[[], dict[str, Any]]
 MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
 SEND_KINDS = {"send_email", "send_sms", "notify_email", "notify_sms", "run_script"}
 
@@ -52,6 +55,7 @@ class Batch:
         self.handoffs: list[tuple[str, str]] = []  # (flow, email)
         self.steps_run = 0
         self._associates_cache: list[AssociateRecord] | None = None
+        self._split_needs: dict[tuple[str, str], Needs] = {}
 
     def run(self, claimed: list[Claimed]) -> None:
         self.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
@@ -165,9 +169,12 @@ class Batch:
         return self._crm_step(p, flow, step, contact)
 
     def _split(self, flow: Flow, step: s.Split, contact: ContactRecord) -> Decision:
-        needs = Needs()
-        for branch in step.branches:
-            needs.add(branch.when, step.form)
+        key = (flow.name, step.id)
+        needs = self._split_needs.get(key)
+        if needs is None:
+            needs = self._split_needs[key] = Needs()
+            for branch in step.branches:
+                needs.add(branch.when, step.form)
         facts = self.facts.load([self._current(contact)], needs)[contact.email]
         for branch in step.branches:
             if branch.when is None and step.based_on == "form_submitted" and branch.name != s.EVERYONE_ELSE:
@@ -184,7 +191,7 @@ class Batch:
     # --- CRM steps -------------------------------------------------------------------------
 
     def _crm_step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
-        data = self._template_data(flow, contact)
+        data = cache(lambda: self._template_data(flow, contact))  # built only if a text has merge fields
         if isinstance(step, s.UpdateContact):
             return self._update_contact(step, contact, data)
         if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
@@ -239,8 +246,10 @@ class Batch:
             return Next()
         raise StepError(f"step type {step.type!r} is not supported by the executor")  # pragma: no cover
 
-    def _update_contact(self, step: s.UpdateContact, contact: ContactRecord, data: dict[str, Any]) -> Decision:
+    def _update_contact(self, step: s.UpdateContact, contact: ContactRecord, data: TemplateData) -> Decision:
         values = self._values(contact)
+        if any(isinstance(row.value, str) and "{" in row.value for row in step.updates):
+            data()  # taken now: every row's merge fields see the contact as it was before this step
         changed = []
         for row in step.updates:
             value = render(row.value, data) if isinstance(row.value, str) else row.value
@@ -330,7 +339,7 @@ class Batch:
             )
         return Next(f"owner {owner}")
 
-    def _follow_up(self, flow: Flow, step: s.CreateFollowUp, contact: ContactRecord, data: dict[str, Any]) -> Decision:
+    def _follow_up(self, flow: Flow, step: s.CreateFollowUp, contact: ContactRecord, data: TemplateData) -> Decision:
         tz = flow_zone(flow)
         associate = self._assignee(step.assign_to, contact)
         row: dict[str, Any] = {

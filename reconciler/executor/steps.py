@@ -9,6 +9,7 @@ outbox rows for the dispatcher.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -28,13 +29,15 @@ class StepError(Exception):
     """A step cannot be done for this participant (kept as its ``failed`` reason)."""
 
 
-def render(text: str | None, data: dict[str, Any]) -> str | None:
+def render(text: str | None, data: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> str | None:
+    """``text`` with its merge fields filled in; ``data`` may be a function, called only
+    when the text has merge fields (most step texts have none)."""
     if text is None:
         return None
     if "{" not in text:
         return text
     try:
-        return _template(text).render(data)
+        return _template(text).render(data() if callable(data) else data)
     except TemplateError as exc:
         raise StepError(f"merge field: {exc}") from None
 
