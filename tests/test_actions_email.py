@@ -167,6 +167,23 @@ class Recorder:
     noops: int = 0
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
+    pipelining: bool = False  # offer PIPELINING (RFC 2920), as real MTAs do
+    mail_from_reply: str | None = None
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", *responses[-1:]] if self.pipelining else responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.mail_from_reply:
+            return self.mail_from_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -219,8 +236,8 @@ def serve() -> Iterator[Serve]:
     """Start an SMTP server on 127.0.0.1 with a free port; returns (handler, port)."""
     controllers: list[Controller] = []
 
-    def start(**kwargs: Any) -> tuple[Recorder, int]:
-        handler = Recorder()
+    def start(pipelining: bool = False, **kwargs: Any) -> tuple[Recorder, int]:
+        handler = Recorder(pipelining=pipelining)
         port = _free_port()
         controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="mx.test", **kwargs)
         handler.loop = controller.loop
@@ -245,8 +262,9 @@ def _transport(port: int, url: str | None = None, **kwargs: Any) -> SmtpTranspor
 # --- rendering --------------------------------------------------------------------------
 
 
-def test_render_and_send_arrives_as_rendered(smtp: tuple[Recorder, int]) -> None:
-    handler, port = smtp
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_render_and_send_arrives_as_rendered(serve: Serve, pipelining: bool) -> None:
+    handler, port = serve(pipelining=pipelining)
     message = _render()
     with _transport(port) as transport:
         receipt = transport.send(message)
@@ -464,9 +482,14 @@ def _close_server_side(handler: Recorder) -> None:
     asyncio.run_coroutine_threadsafe(close(), handler.loop).result(timeout=5)
 
 
-def test_4xx_is_temporary_and_5xx_permanent(serve: Serve) -> None:
-    handler, port = serve()
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_4xx_is_temporary_and_5xx_permanent(serve: Serve, pipelining: bool) -> None:
+    handler, port = serve(pipelining=pipelining)
     with _transport(port) as transport:
+        handler.mail_from_reply = "452 4.3.1 Insufficient system storage"
+        with pytest.raises(TemporaryDeliveryError, match=r"refused the sender news@acme.example: 452 4.3.1"):
+            transport.send(_render())
+        handler.mail_from_reply = None
         handler.rcpt_reply = "451 4.3.0 Mailbox busy, try later"
         with pytest.raises(TemporaryDeliveryError, match=r"refused the recipient asa@example.org: 451 4.3.0 Mailbox"):
             transport.send(_render())
@@ -482,8 +505,10 @@ def test_4xx_is_temporary_and_5xx_permanent(serve: Serve) -> None:
             transport.send(_render())
         handler.data_reply = None
         transport.send(_render())  # the session was reset, not broken
-    assert len(handler.arrived) == 1
+        transport.send(_render())
+    assert len(handler.arrived) == 2
     assert transport.connections == 1
+    assert [a.rcpt_tos for a in handler.arrived] == [["asa@example.org"]] * 2
 
 
 def test_a_non_ascii_address_goes_out_with_smtputf8(smtp: tuple[Recorder, int]) -> None:

@@ -409,3 +409,21 @@ def test_unrenderable_rows_fail_with_parallel_connections_and_are_never_handed_o
     (failed,) = [r for r in outbox(store) if r.state == "failed"]
     assert failed.contact_email == "anon@x.example" and "first_name has no value" in failed.last_error
     assert [(a.attempt, a.outcome) for a in attempts(store) if a.outbox_id == failed.id] == [(1, "failed")]
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_stop_ends_claiming_but_sends_what_is_reserved(
+    store: Store, clock: ManualClock, tmp_path: Any, connections: int
+) -> None:
+    deploy(store, clock, tmp_path, SMS)
+    enroll(store, clock, *people(12))
+    shared, stop = FakeMail(), threading.Event()
+    shared.fail = lambda message: stop.set()  # SIGTERM while the first batch is being sent
+    stats = with_policy(store, clock, shared, batch_size=5, rate_per_minute=1000, connections=connections).run_once(
+        stop=stop
+    )
+    # the reserved batch, and no more (with 3 threads the next batch may be prefetched already)
+    assert stats.sent == len(shared.sent) in ({5} if connections == 1 else {5, 10})
+    rows = outbox(store)
+    assert sorted(r.state for r in rows) == ["pending"] * (12 - stats.sent) + ["sent"] * stats.sent
+    assert all(r.next_attempt_at <= clock.now() for r in rows if r.state == "pending")  # due for the next one

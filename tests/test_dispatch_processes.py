@@ -348,7 +348,7 @@ def test_rows_claimed_with_the_killed_send_but_never_handed_over_are_still_deliv
     never_handed_over = [e for e in killed.emails if killed.states_at_kill[e] == "pending"]
     if killed.connections == 1:
         assert never_handed_over == killed.emails[HOLD_AT:]
-    assert never_handed_over  # 5 rows, at most 4 connections
+    # (with four connections all five may have been started before the 3rd was held)
     assert not set(never_handed_over) & set(killed.server.by_rcpt())
     recover(killed)
     rows = {r.contact_email: r for r in outbox(killed.store)}

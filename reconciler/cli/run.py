@@ -31,6 +31,15 @@ def transports(script_timeout: float) -> Transports:
     )
 
 
+connections_option = click.option(
+    "--connections",
+    type=click.IntRange(min=1, max=64),
+    default=DispatchPolicy().connections,
+    show_default=True,
+    help="Messages handed over at once, each on an SMTP connection (or HTTP request) of its own.",
+)
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Drain what is due now (steps and sends), then exit.")
 @click.option(
@@ -46,13 +55,7 @@ def transports(script_timeout: float) -> Transports:
     "--rate", type=click.IntRange(min=1), default=600, show_default=True, help="Sends per flow per minute at most."
 )
 @click.option("--script-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
-@click.option(
-    "--connections",
-    type=click.IntRange(min=1, max=64),
-    default=DispatchPolicy().connections,
-    show_default=True,
-    help="Messages handed over at once, each on an SMTP connection (or HTTP request) of its own.",
-)
+@connections_option
 @pass_context
 def run(
     ctx: Context,
@@ -91,7 +94,7 @@ def run(
             stats = executor.run_once()
             steps, events, participants = steps + stats.steps, events + stats.events, participants + stats.participants
             if dispatcher is not None:
-                sent += dispatcher.run_once().sent
+                sent += dispatcher.run_once(stop=stop).sent
             if once or stop.wait(interval):
                 break
     finally:

@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 from reconciler.cli.app import Context, actor, cli, pass_context, paths_or_default, spec_paths
-from reconciler.cli.run import transports
+from reconciler.cli.run import connections_option, transports
 from reconciler.config import drift_ignore_rules, registered_scripts
 from reconciler.drift import IgnoreRule
 from reconciler.errors import ConfigError
@@ -55,6 +55,7 @@ from reconciler.watch.metrics import Metrics, serve
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @click.option("--no-dispatch", is_flag=True, help="Leave the outbox to another process.")
+@connections_option
 @pass_context
 def watch(
     ctx: Context,
@@ -70,6 +71,7 @@ def watch(
     log_format: str,
     log_level: str,
     no_dispatch: bool,
+    connections: int,
 ) -> None:
     """Apply on spec change, run the executor and outbox, report drift; until SIGTERM/SIGINT."""
     configure(log_format, log_level)
@@ -101,7 +103,7 @@ def watch(
             store,
             ctx.clock,
             transports(30.0),
-            DispatchPolicy(unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL")),
+            DispatchPolicy(connections=connections, unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL")),
         )
     metrics = Metrics()
     daemon = Daemon(

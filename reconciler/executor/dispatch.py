@@ -61,6 +61,7 @@ from reconciler.state import Store
 from reconciler.state.crm_store import AssociateRecord, CrmTx
 from reconciler.state.outbox_store import (
     Finished,
+    HeldConnection,
     OutboxRow,
     blob,
     claim_pending,
@@ -210,8 +211,8 @@ Prepared = EmailMessage | SmsMessage | str  # a script's name
 class _Run:
     """One ``run_once``: the reserved rows waiting for a thread, shared by the threads."""
 
-    def __init__(self, low_water: int) -> None:
-        self.low_water = low_water
+    def __init__(self, low_water: int, stop: threading.Event | None) -> None:
+        self.low_water, self.stop = low_water, stop
         self.stats = DispatchStats()
         self.jobs: deque[_Job] = deque()
         self.unstarted: Counter[str] = Counter()  # reserved by this run, not started yet, per flow
@@ -227,6 +228,8 @@ class _Run:
             while True:
                 if self.error is not None:
                     return None, False
+                if self.stop is not None and self.stop.is_set():
+                    self.exhausted = True  # stop claiming; what is reserved already is still sent
                 if self.jobs:
                     job = self.jobs.popleft()
                     claim = not self.exhausted and not self.claiming and len(self.jobs) < self.low_water
@@ -275,23 +278,30 @@ class Dispatcher:
         ] = {}  # by payload without "to", with flow and revision
         self._flows: dict[tuple[str, int], tuple[Flow, dict[str, str]] | None] = {}  # revisions never change
 
-    def run_once(self) -> DispatchStats:
-        """Send everything due now; return what happened. A database error stops every
+    def run_once(self, stop: threading.Event | None = None) -> DispatchStats:
+        """Send everything due now; return what happened. Once ``stop`` is set nothing more
+        is claimed (the rows reserved already are sent). A database error stops every
         thread (an outcome not written yet leaves its row ``sending``: ``unknown`` later)
         and is raised here."""
-        run = _Run(low_water=self.policy.connections)
-        ledger: GroupCommit[_Write, _Written] = GroupCommit(self.store, lambda tx, ws: self._apply(tx, ws, run))
-        if self.policy.connections == 1:
-            self._work(run, ledger)
-        else:
-            threads = [
-                threading.Thread(target=self._work, args=(run, ledger), name=f"dispatch-{i}", daemon=True)
-                for i in range(self.policy.connections)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+        run = _Run(self.policy.connections, stop)
+        connection = HeldConnection(self.store)
+        ledger: GroupCommit[_Write, _Written] = GroupCommit(
+            connection.transaction, lambda tx, ws: self._apply(tx, ws, run)
+        )
+        try:
+            if self.policy.connections == 1:
+                self._work(run, ledger)
+            else:
+                threads = [
+                    threading.Thread(target=self._work, args=(run, ledger), name=f"dispatch-{i}", daemon=True)
+                    for i in range(self.policy.connections)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        finally:
+            connection.close()
         if run.error is not None:
             raise run.error
         run.stats.transactions = ledger.transactions

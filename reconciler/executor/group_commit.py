@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
-from reconciler.state import Store
 from reconciler.state.store import Tx
 
 W = TypeVar("W")
@@ -39,10 +39,13 @@ class _Waiting(Generic[W, R]):
 
 class GroupCommit(Generic[W, R]):
     """``write(w)`` commits ``w`` — with whatever else is queued — through
-    ``apply(tx, writes) -> results`` (one result per write, in order)."""
+    ``apply(tx, writes) -> results`` (one result per write, in order), in a
+    ``transaction()`` (``Store.transaction`` or ``HeldConnection.transaction``)."""
 
-    def __init__(self, store: Store, apply: Callable[[Tx, Sequence[W]], list[R]]) -> None:
-        self.store, self.apply = store, apply
+    def __init__(
+        self, transaction: Callable[[], AbstractContextManager[Tx]], apply: Callable[[Tx, Sequence[W]], list[R]]
+    ) -> None:
+        self.transaction, self.apply = transaction, apply
         self._queue: list[_Waiting[W, R]] = []
         self._busy = False
         self._changed = threading.Condition(threading.Lock())
@@ -66,7 +69,7 @@ class GroupCommit(Generic[W, R]):
 
     def _commit(self, group: list[_Waiting[W, R]]) -> None:
         try:
-            with self.store.transaction() as tx:
+            with self.transaction() as tx:
                 results = self.apply(tx, [w.write for w in group])
             self.transactions += 1
         except BaseException as exc:

@@ -8,18 +8,21 @@ rows stuck there into ``unknown`` — visible, never resent blindly, never lost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.crm_store import chunks
+from reconciler.state.database import DatabaseError
 from reconciler.state.records import IN_FLOW
-from reconciler.state.store import Tx
+from reconciler.state.store import Store, Tx
 
 STATES = ("pending", "sending", "sent", "failed", "unknown")
 
@@ -41,6 +44,32 @@ class OutboxRow:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class HeldConnection:
+    """One connection kept for a dispatcher's run, for its many small transactions: no
+    pool checkout and reset per transaction (half the cost of ``Store.transaction`` on
+    SQLite). Not for threads at once; ``GroupCommit`` serialises its use."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        try:
+            if self._connection is None:
+                self._connection = self.store.engine.connect()
+            with self._connection.begin():
+                yield Tx(self._connection)
+        except (OperationalError, IntegrityError, DataError) as exc:
+            self.close()  # rolled back whole; a fresh connection next time
+            raise DatabaseError(f"state database error: {str(exc.orig).strip().splitlines()[0]}") from None
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
 
 def _row(r: Any) -> OutboxRow:
@@ -71,8 +100,16 @@ def recover_stale(tx: Tx, stale_before: datetime, now: datetime) -> int:
 
 
 def claim_pending(tx: Tx, now: datetime, limit: int) -> list[OutboxRow]:
+    """Due rows, longest due first. Ordered like the index (state, next_attempt_at) — and
+    SQLite's rowid after it — so the LIMIT stops after ``limit`` rows instead of sorting
+    every due row (a backlog of 20,000 made each claim sort 20,000)."""
     o = c.outbox
-    query = select(o).where(o.c.state == "pending", o.c.next_attempt_at <= now).order_by(o.c.id).limit(limit)
+    query = (
+        select(o)
+        .where(o.c.state == "pending", o.c.next_attempt_at <= now)
+        .order_by(o.c.next_attempt_at, o.c.id)
+        .limit(limit)
+    )
     if tx.c.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [_row(r) for r in tx.c.execute(query)]

@@ -202,7 +202,7 @@ class Daemon:
         self.metrics.steps.inc(stats.steps)
         self.metrics.events.inc(stats.events)
         if self.dispatcher is not None:
-            sent = self.dispatcher.run_once()
+            sent = self.dispatcher.run_once(stop=self.stop)
             for outcome in ("sent", "retried", "failed", "unknown", "deferred"):
                 count = getattr(sent, outcome)
                 if count:
