@@ -24,6 +24,7 @@ class Catalog:
         self.records = records
         self._steps: dict[str, dict[str, tuple[int, Step]]] = {}
         self._uses_company: dict[str, bool] = {}
+        self._awaited: frozenset[str] | None = None
 
     def record(self, name: str) -> FlowRecord | None:
         return self.records.get(name)
@@ -62,6 +63,8 @@ class Catalog:
     def awaited_event_types(self) -> frozenset[str]:
         """The event types anything here reacts to: triggers of live flows, success
         criteria and awaited actions of any flow. Every other event is only recorded."""
+        if self._awaited is not None:
+            return self._awaited
         types: set[str] = set()
         for name, record in self.records.items():
             flow = self.flow(name)
@@ -73,4 +76,5 @@ class Catalog:
                 types.update(criterion.type for criterion in flow.spec.success_criteria.criteria)
             if any(isinstance(step, WaitForAction) for step in flow.spec.steps):
                 types.update(("form_submitted", "link_clicked"))
-        return frozenset(types)
+        self._awaited = frozenset(types)
+        return self._awaited

@@ -153,8 +153,9 @@ def process_events(enroller: Enroller, limit: int) -> int:
     """Handle up to ``limit`` stored events in order; returns how many were handled.
 
     Events nothing reacts to (see ``Catalog.awaited_event_types``) are passed over in
-    one statement first: most of them are the flows' own contact_updated and
-    added_to_selection events, and reading their contacts would cost more than the steps.
+    one statement first: reading their contacts would cost more than the steps. (The
+    flows' own such events — contact_updated, added_to_selection … — are stored
+    processed already, by the batch that made them.)
 
     A trigger fires only if the flow was live (running or paused) when the event
     happened — an event from while it was not running never enrolls anyone later.

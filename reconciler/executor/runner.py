@@ -598,7 +598,8 @@ class Batch:
             [
                 NewEvent(kind, email, self.now, subject, data, source="flow")
                 for kind, email, subject, data in effects.events
-            ]
+            ],
+            awaited=self.catalog.awaited_event_types(),
         )
         by_flow: dict[str, list[str]] = {}
         for flow_name, email in self.handoffs:

@@ -7,7 +7,7 @@ matters: imports and memberships go in batches, never a query per row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -340,8 +340,11 @@ class CrmTx:
             seen.update(self.c.execute(select(column).where(column.in_(part))).scalars())
         return seen
 
-    def append_events(self, new: Sequence[NewEvent]) -> int:
-        """Store events; one whose idempotency key was seen before is dropped. Returns how many were stored."""
+    def append_events(self, new: Sequence[NewEvent], *, awaited: Container[str] | None = None) -> int:
+        """Store events; one whose idempotency key was seen before is dropped. Returns how many were stored.
+
+        With ``awaited`` (the types anything reacts to), an event of another type is
+        stored already processed: the event pass would only pass over it."""
         seen = self.known_event_keys(e.idempotency_key for e in new if e.idempotency_key)
         rows = []
         for event in new:
@@ -358,7 +361,7 @@ class CrmTx:
                     "source": event.source,
                     "idempotency_key": event.idempotency_key,
                     "occurred_at": event.occurred_at,
-                    "processed_at": None,
+                    "processed_at": None if awaited is None or event.type in awaited else event.occurred_at,
                 }
             )
         insert_many(self.c, c.events, rows)
