@@ -599,6 +599,23 @@ def test_events_a_flow_emits_trigger_other_flows_and_the_rest_are_only_recorded(
     assert where(store, "tagger") == {"a@x.example": ("finished", "done")}
 
 
+def test_deleting_a_flow_deletes_its_participants_step_runs_only(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
+    tag = [{"id": "tag", "type": "update_contact", "updates": [{"field": "score", "action": "increase", "value": 1}]}]
+    deploy(store, clock, tag, name="keep", triggers=[{"type": "manual"}])
+    deploy(store, clock, tag, name="gone", triggers=[{"type": "manual"}])
+    contacts(store, clock, {"email": "a@x.example"})
+    executor.enroll("keep", ["a@x.example"])
+    executor.enroll("gone", ["a@x.example"])
+    executor.run_once()
+    assert len(rows(store, c.step_runs)) == 2
+    kept = people(store, "keep")["a@x.example"].id
+    with store.transaction() as tx:
+        tx.delete_flow("gone", clock.now(), origin="test", actor="t")
+    assert [r.participant_id for r in rows(store, c.step_runs)] == [kept]
+
+
 def test_step_runs_once_per_visit(store: Store, clock: ManualClock, executor: Executor) -> None:
     deploy(store, clock, WAIT_THEN_TAG)
     contacts(store, clock, *({"email": f"p{i}@x.example"} for i in range(120)))

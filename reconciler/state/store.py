@@ -265,6 +265,8 @@ class Tx:
     def delete_flow(self, name: str, now: datetime, *, origin: str, actor: str) -> None:
         flow_id = self.c.execute(select(t.flows.c.id).where(t.flows.c.name == name)).scalar_one()
         before = self.c.execute(select(t.flows.c.status).where(t.flows.c.id == flow_id)).scalar_one()
+        participants = select(t.participants.c.id).where(t.participants.c.flow_id == flow_id)
+        self.c.execute(delete(crm.step_runs).where(crm.step_runs.c.participant_id.in_(participants)))
         self.c.execute(delete(t.participants).where(t.participants.c.flow_id == flow_id))
         self.c.execute(delete(t.flows).where(t.flows.c.id == flow_id))
         self.c.execute(
