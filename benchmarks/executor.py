@@ -5,10 +5,11 @@ through a flow of five internal steps — update_contact (score + 1), add_to_sel
 split on the country, a one-minute wait, finish — in two passes: the first takes every
 participant through the first three steps onto the wait, the clock (a ManualClock) moves
 past the wait, the second takes everyone through the wait to the finish. Both passes
-are timed together, including the events the steps emit (contact_updated,
-added_to_selection), which run_once processes too (triggers, success criteria and
-awaited actions read them). The unit is the participant-step: one row in ``step_runs``;
-100k participants make 500k of them.
+are timed together, including storing the events the steps emit (contact_updated,
+added_to_selection). No flow here reacts to those types, so they are stored processed
+(a flow with such a trigger or success criterion would send them through the event
+pass; ``--listener`` adds one, so every contact_updated goes that way). The unit is the
+participant-step: one row in ``step_runs``; 100k participants make 500k of them.
 
 On SQLite the executor runs in this process. With ``--postgres`` it runs on PostgreSQL
 (``RECONCILER_TEST_PG_URL`` or ``--pg-url``, in a schema of its own, dropped after) in 1
@@ -135,13 +136,27 @@ def pg_url(base: str) -> Iterator[str]:
         admin.dispose()
 
 
-def populate(url: str, count: int) -> None:
+def listener_document() -> dict[str, Any]:
+    """A running flow that awaits contact_updated (of a field the bench flow never changes)."""
+    return {
+        "apiVersion": "reconciler/v1",
+        "kind": "Flow",
+        "metadata": {"name": "bench-listener"},
+        "spec": {
+            "status": "running",
+            "triggers": [{"type": "contact_updated", "fields": ["category"]}],
+            "steps": [{"id": "done", "type": "finish"}],
+        },
+    }
+
+
+def populate(url: str, count: int, *, listener: bool = False) -> None:
     """The flow, ``count`` contacts with score 0 and one participant each, due at START."""
     store = Store.open(url)
     try:
         apply(
             store,
-            [bundle_document(flow_document(), {})],
+            [bundle_document(flow_document(), {})] + ([bundle_document(listener_document(), {})] if listener else []),
             clock=ManualClock(START),
             options=ApplyOptions(actor="bench", lock_wait=timedelta(0)),
         )
@@ -391,9 +406,9 @@ def profiled(fn: Callable[[], Any]) -> Any:
     return result
 
 
-def measure_sqlite(participants: int, batch_size: int, profile: bool) -> Row:
+def measure_sqlite(participants: int, batch_size: int, profile: bool, listener: bool) -> Row:
     with sqlite_url() as url:
-        populate(url, participants)
+        populate(url, participants, listener=listener)
         started = time.perf_counter()
         stats = profiled(lambda: drain(url, batch_size)) if profile else drain(url, batch_size)
         elapsed = time.perf_counter() - started
@@ -411,9 +426,9 @@ def measure_naive(make_url: Callable[[], Any], kind: str, participants: int) -> 
         return Row(f"{kind}, naive (1 tx per step)", participants, steps, elapsed)
 
 
-def measure_pg(base: str, participants: int, workers: int, batch_size: int) -> Row:
+def measure_pg(base: str, participants: int, workers: int, batch_size: int, listener: bool) -> Row:
     with pg_url(base) as url:
-        populate(url, participants)
+        populate(url, participants, listener=listener)
         elapsed, steps, events, _ = run_workers(url, workers, batch_size)
         assert check(url, participants) == steps
         print(f"  postgres x{workers}: {events} events processed on the way", file=sys.stderr)
@@ -428,10 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="also run on PostgreSQL with 1 and 2 workers")
     parser.add_argument("--pg-url", default=os.environ.get("RECONCILER_TEST_PG_URL", DEFAULT_PG))
     parser.add_argument("--profile", action="store_true", help="cProfile the SQLite run: top 25")
+    parser.add_argument("--listener", action="store_true", help="add a flow awaiting contact_updated events")
     args = parser.parse_args(argv)
 
     rows: list[Row] = []
-    sqlite = measure_sqlite(args.participants, args.batch_size, args.profile)
+    sqlite = measure_sqlite(args.participants, args.batch_size, args.profile, args.listener)
     rows.append(sqlite)
     sqlite_naive = measure_naive(sqlite_url, "sqlite", args.baseline)
     rows.append(sqlite_naive)
@@ -439,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     pg_naive: Row | None = None
     if args.postgres:
         for workers in (1, 2):
-            pg_rows.append(measure_pg(args.pg_url, args.participants, workers, args.batch_size))
+            pg_rows.append(measure_pg(args.pg_url, args.participants, workers, args.batch_size, args.listener))
         pg_naive = measure_naive(lambda: pg_url(args.pg_url), "postgres", args.baseline)
         rows += [*pg_rows, pg_naive]
 
