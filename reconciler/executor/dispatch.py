@@ -273,10 +273,10 @@ class Dispatcher:
         self.store, self.clock, self.transports = store, clock, transports
         self.policy = policy or DispatchPolicy()
         self.jitter = jitter or random.Random().random  # called only inside a commit: one thread at a time
-        self._templates: dict[
-            str, EmailTemplate | PermanentDeliveryError
-        ] = {}  # by payload without "to", with flow and revision
-        self._flows: dict[tuple[str, int], tuple[Flow, dict[str, str]] | None] = {}  # revisions never change
+        # compiled payloads (or why they do not compile), by flow, revision and payload without "to"
+        self._templates: dict[str, EmailTemplate | PermanentDeliveryError] = {}
+        # (flow, revision) → its spec and files; a revision never changes, numbers are never reused
+        self._flows: dict[tuple[str, int], tuple[Flow, dict[str, str]] | None] = {}
 
     def run_once(self, stop: threading.Event | None = None) -> DispatchStats:
         """Send everything due now; return what happened. Once ``stop`` is set nothing more
@@ -483,6 +483,8 @@ class Dispatcher:
         for row in rows:
             key = (row.flow_name, row.revision)
             if key not in self._flows:
+                if len(self._flows) >= 1024:
+                    self._flows.clear()
                 found = revision_spec(tx, *key)
                 self._flows[key] = (Flow.model_validate(found[0]), found[1]) if found else None
             spec = self._flows[key]
