@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from reconciler.actions.delivery import PermanentDeliveryError
@@ -37,9 +36,24 @@ from reconciler.state.records import DROPPED_OUT, FAILED, FINISHED, FINISHED_WIT
 from reconciler.state.store import Tx
 from reconciler.timing import after, flow_zone, wait_until, window_opens
 
-TemplateData = Callable[[], dict[str, Any]]
 MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
 SEND_KINDS = {"send_email", "send_sms", "notify_email", "notify_sms", "run_script"}
+TemplateData = Callable[[], dict[str, Any]]
+
+
+class _Once:
+    """``make()`` called at most once, on first use (cheaper than functools.cache per step)."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: TemplateData) -> None:
+        self._make: TemplateData | None = make
+        self._value: dict[str, Any] = {}
+
+    def __call__(self) -> dict[str, Any]:
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        return self._value
 
 
 class Batch:
@@ -191,7 +205,7 @@ class Batch:
     # --- CRM steps -------------------------------------------------------------------------
 
     def _crm_step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
-        data = cache(lambda: self._template_data(flow, contact))  # built only if a text has merge fields
+        data = _Once(lambda: self._template_data(flow, contact))  # built only if a text has merge fields
         if isinstance(step, s.UpdateContact):
             return self._update_contact(step, contact, data)
         if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
@@ -533,9 +547,9 @@ class Batch:
     # --- helpers ---------------------------------------------------------------------------
 
     def _following(self, flow: Flow, step_id: str) -> str | None:
-        ids = [x.id for x in flow.spec.steps]
-        i = ids.index(step_id)
-        return ids[i + 1] if i + 1 < len(ids) else None
+        found = self.catalog.step(flow.name, step_id)
+        steps = flow.spec.steps
+        return steps[found[0] + 1].id if found is not None and found[0] + 1 < len(steps) else None
 
     def _values(self, contact: ContactRecord) -> dict[str, Any]:
         if contact.email not in self.values:
