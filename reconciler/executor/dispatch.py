@@ -30,13 +30,13 @@ import json
 import random
 import re
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 from reconciler.actions.delivery import (
@@ -56,9 +56,10 @@ from reconciler.clock import Clock
 from reconciler.config import ScriptRegistration
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.group_commit import GroupCommit
+from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
 from reconciler.spec.models import Flow
 from reconciler.state import Store
-from reconciler.state.crm_store import AssociateRecord, CrmTx
+from reconciler.state.crm_store import CrmTx
 from reconciler.state.outbox_store import (
     Finished,
     HeldConnection,
@@ -101,17 +102,6 @@ class DispatchPolicy:
         """Exponential, capped, with full jitter in [0.5, 1.5) so retries spread out."""
         delay = min(self.max_delay, self.base_delay * (1 << max(attempt - 1, 0)))
         return delay * (0.5 + jitter)
-
-
-@dataclass
-class DispatchStats:
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    unknown: int = 0
-    deferred: int = 0
-    recovered: int = 0
-    transactions: int = 0  # committed by the run (claims, sending and outcomes, grouped)
 
 
 class ScriptRunner:
@@ -160,106 +150,6 @@ class Transports:
         self.scripts.close()
 
 
-@dataclass
-class _Job:
-    """A claimed row and everything needed to send it, read in the claiming transaction."""
-
-    row: OutboxRow
-    reserved_until: datetime
-    flow: Flow | None
-    contact: dict[str, Any] | None
-    template: EmailTemplate | PermanentDeliveryError | None = None  # e-mail rows: compiled, or why not
-    associates: dict[str, AssociateRecord] = field(default_factory=dict)
-
-
-Counted = Literal["sent", "retried", "failed", "unknown"]
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What became of one attempt; written with the thread's next commit."""
-
-    row: OutboxRow
-    counted: Counted
-    detail: str | None
-    provider_id: str | None = None
-    retry_after: float | None = None  # retried: the provider's hint, in seconds
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One thread's commit: earlier outcomes, then (optionally) ``sending`` for its next
-    row — failed at once when it could not be rendered — then (optionally) a claim."""
-
-    outcomes: tuple[_Outcome, ...] = ()
-    start: _Job | None = None
-    unrenderable: PermanentDeliveryError | None = None
-    claim: bool = False
-
-
-@dataclass(frozen=True)
-class _Written:
-    started: bool = False
-    jobs: tuple[_Job, ...] = ()
-    recovered: int = 0
-    deferred: int = 0
-
-
-Prepared = EmailMessage | SmsMessage | str  # a script's name
-
-
-class _Run:
-    """One ``run_once``: the reserved rows waiting for a thread, shared by the threads."""
-
-    def __init__(self, low_water: int, stop: threading.Event | None) -> None:
-        self.low_water, self.stop = low_water, stop
-        self.stats = DispatchStats()
-        self.jobs: deque[_Job] = deque()
-        self.unstarted: Counter[str] = Counter()  # reserved by this run, not started yet, per flow
-        self.exhausted = False
-        self.claiming = False
-        self.error: BaseException | None = None
-        self.changed = threading.Condition()
-
-    def next(self) -> tuple[_Job | None, bool]:
-        """The next row for a thread, and whether that thread is to claim more: when
-        few are left (prefetch) or none are (then the job is None). (None, False): done."""
-        with self.changed:
-            while True:
-                if self.error is not None:
-                    return None, False
-                if self.stop is not None and self.stop.is_set():
-                    self.exhausted = True  # stop claiming; what is reserved already is still sent
-                if self.jobs:
-                    job = self.jobs.popleft()
-                    claim = not self.exhausted and not self.claiming and len(self.jobs) < self.low_water
-                    self.claiming = self.claiming or claim
-                    return job, claim
-                if self.exhausted:
-                    return None, False
-                if not self.claiming:
-                    self.claiming = True
-                    return None, True
-                self.changed.wait()
-
-    def written(self, outcomes: Sequence[_Outcome], written: _Written, claimed: bool) -> None:
-        with self.changed:
-            for outcome in outcomes:
-                setattr(self.stats, outcome.counted, getattr(self.stats, outcome.counted) + 1)
-            self.stats.recovered += written.recovered
-            self.stats.deferred += written.deferred
-            if claimed:
-                self.jobs.extend(written.jobs)
-                self.exhausted = self.exhausted or not written.jobs
-                self.claiming = False
-                self.changed.notify_all()
-
-    def fail(self, error: BaseException) -> None:
-        with self.changed:
-            self.error = self.error or error
-            self.changed.notify_all()
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -283,9 +173,9 @@ class Dispatcher:
         is claimed (the rows reserved already are sent). A database error stops every
         thread (an outcome not written yet leaves its row ``sending``: ``unknown`` later)
         and is raised here."""
-        run = _Run(self.policy.connections, stop)
+        run = Run(self.policy.connections, stop)
         connection = HeldConnection(self.store)
-        ledger: GroupCommit[_Write, _Written] = GroupCommit(
+        ledger: GroupCommit[Write, Written] = GroupCommit(
             connection.transaction, lambda tx, ws: self._apply(tx, ws, run)
         )
         try:
@@ -309,8 +199,8 @@ class Dispatcher:
 
     # --- one sending thread ----------------------------------------------------------------------
 
-    def _work(self, run: _Run, ledger: GroupCommit[_Write, _Written]) -> None:
-        outcomes: tuple[_Outcome, ...] = ()  # handed over, not written yet
+    def _work(self, run: Run, ledger: GroupCommit[Write, Written]) -> None:
+        outcomes: tuple[Outcome, ...] = ()  # handed over, not written yet
         try:
             while True:
                 job, claim = run.next()
@@ -323,7 +213,7 @@ class Dispatcher:
                         prepared = self._prepare(job)
                     except PermanentDeliveryError as exc:
                         unrenderable = exc
-                write = _Write(outcomes, job, unrenderable, claim)
+                write = Write(outcomes, job, unrenderable, claim)
                 written = ledger.write(write)  # "sending" is committed before the provider sees anything
                 done = outcomes + (
                     (self._failed(job, unrenderable),) if job and unrenderable and written.started else ()
@@ -333,14 +223,14 @@ class Dispatcher:
                 if job is not None and prepared is not None and written.started:
                     outcomes = (self._hand_over(job, prepared),)
             if outcomes:
-                run.written(outcomes, ledger.write(_Write(outcomes)), False)
+                run.written(outcomes, ledger.write(Write(outcomes)), False)
         except BaseException as exc:
             run.fail(exc)
 
-    def _failed(self, job: _Job, error: PermanentDeliveryError) -> _Outcome:
-        return _Outcome(job.row, "failed", error.detail)
+    def _failed(self, job: Job, error: PermanentDeliveryError) -> Outcome:
+        return Outcome(job.row, "failed", error.detail)
 
-    def _prepare(self, job: _Job) -> Prepared:
+    def _prepare(self, job: Job) -> Prepared:
         """The message, rendered (no I/O); ``PermanentDeliveryError`` when it cannot be."""
         row, flow, contact = job.row, job.flow, job.contact
         if flow is None:
@@ -379,7 +269,7 @@ class Dispatcher:
             default_region=settings.default_region if settings else None,
         )
 
-    def _hand_over(self, job: _Job, prepared: Prepared) -> _Outcome:
+    def _hand_over(self, job: Job, prepared: Prepared) -> Outcome:
         row = job.row
         try:
             if isinstance(prepared, EmailMessage):
@@ -389,19 +279,19 @@ class Dispatcher:
             else:
                 receipt = self.transports.scripts.run(prepared, job.contact or {})
         except OutcomeUnknown as exc:
-            return _Outcome(row, "unknown", exc.detail)
+            return Outcome(row, "unknown", exc.detail)
         except TemporaryDeliveryError as exc:
             attempt = row.attempts + 1
             if attempt >= self.policy.max_attempts:
-                return _Outcome(row, "failed", f"gave up after {attempt} attempts: {exc.detail}")
-            return _Outcome(row, "retried", exc.detail, retry_after=exc.retry_after)
+                return Outcome(row, "failed", f"gave up after {attempt} attempts: {exc.detail}")
+            return Outcome(row, "retried", exc.detail, retry_after=exc.retry_after)
         except DeliveryError as exc:
-            return _Outcome(row, "failed", exc.detail)
-        return _Outcome(row, "sent", receipt.detail, provider_id=receipt.provider_id)
+            return Outcome(row, "failed", exc.detail)
+        return Outcome(row, "sent", receipt.detail, provider_id=receipt.provider_id)
 
     # --- the database: one thread at a time, inside GroupCommit ------------------------------------
 
-    def _apply(self, tx: Tx, writes: Sequence[_Write], run: _Run) -> list[_Written]:
+    def _apply(self, tx: Tx, writes: Sequence[Write], run: Run) -> list[Written]:
         """All writes of a group, as few statements as they allow: outcomes, then the
         ``sending`` of the next rows (failed at once if unrenderable), then a claim."""
         now = self.clock.now()
@@ -421,12 +311,12 @@ class Dispatcher:
             started = write.start is not None and write.start.row.id in taken
             if write.claim:
                 recovered, deferred, jobs = self._claim(tx, now, run.unstarted)
-                results.append(_Written(started, tuple(jobs), recovered, deferred))
+                results.append(Written(started, tuple(jobs), recovered, deferred))
             else:
-                results.append(_Written(started))
+                results.append(Written(started))
         return results
 
-    def _record(self, tx: Tx, outcomes: Sequence[_Outcome], now: datetime) -> None:
+    def _record(self, tx: Tx, outcomes: Sequence[Outcome], now: datetime) -> None:
         finished = []
         for outcome in outcomes:
             row, detail = outcome.row, (outcome.detail or "")[:2000] or None
@@ -441,7 +331,7 @@ class Dispatcher:
                 fail_participant(tx, row.participant_id, f"{row.step_id}: {detail}", now)
         finish_attempts(tx, finished, now)
 
-    def _claim(self, tx: Tx, now: datetime, unstarted: Counter[str]) -> tuple[int, int, list[_Job]]:
+    def _claim(self, tx: Tx, now: datetime, unstarted: Counter[str]) -> tuple[int, int, list[Job]]:
         """(rows made unknown, rows deferred, jobs): due rows claimed and reserved for this
         run. A batch held back whole (window, rate) does not end the round: the next is read."""
         recovered = recover_stale(tx, now - self.policy.stale_after, now)
@@ -475,7 +365,7 @@ class Dispatcher:
                 return recovered, deferred, self._jobs(tx, chosen, reserved_until)
         return recovered, deferred, []
 
-    def _jobs(self, tx: Tx, rows: list[OutboxRow], reserved_until: datetime) -> list[_Job]:
+    def _jobs(self, tx: Tx, rows: list[OutboxRow], reserved_until: datetime) -> list[Job]:
         crm = CrmTx(tx)
         contacts = crm.contacts_by_email(r.contact_email for r in rows)
         associates = {a.name: a for a in crm.associates()}
@@ -489,7 +379,7 @@ class Dispatcher:
                 self._flows[key] = (Flow.model_validate(found[0]), found[1]) if found else None
             spec = self._flows[key]
             contact = contacts.get(row.contact_email)
-            job = _Job(row, reserved_until, spec[0] if spec else None, contact.as_template_data() if contact else None)
+            job = Job(row, reserved_until, spec[0] if spec else None, contact.as_template_data() if contact else None)
             if row.kind in ("send_email", "notify_email") and spec is not None:
                 job.associates = associates
                 job.template = self._template(tx, row, spec[1])

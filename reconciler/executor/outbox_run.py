@@ -1,0 +1,134 @@
+"""One run of the outbox dispatcher: the rows it reserved, and what its threads write.
+
+``Run`` hands the reserved rows to the sending threads one at a time and says which
+thread claims the next batch (when few are left: the claim is prefetched while the
+last rows are sent). A thread's ``Write`` is what it commits at once: the outcome of
+its last message, the ``sending`` of its next, maybe a claim; ``GroupCommit`` puts
+the writes of threads that arrive together into one transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from reconciler.actions.delivery import EmailMessage, PermanentDeliveryError, SmsMessage
+from reconciler.actions.email import EmailTemplate
+from reconciler.spec.models import Flow
+from reconciler.state.crm_store import AssociateRecord
+from reconciler.state.outbox_store import OutboxRow
+
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    unknown: int = 0
+    deferred: int = 0
+    recovered: int = 0
+    transactions: int = 0  # committed by the run (claims, sending and outcomes, grouped)
+
+
+@dataclass
+class Job:
+    """A claimed row and everything needed to send it, read in the claiming transaction."""
+
+    row: OutboxRow
+    reserved_until: datetime
+    flow: Flow | None
+    contact: dict[str, Any] | None
+    template: EmailTemplate | PermanentDeliveryError | None = None  # e-mail rows: compiled, or why not
+    associates: dict[str, AssociateRecord] = field(default_factory=dict)
+
+
+Counted = Literal["sent", "retried", "failed", "unknown"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt; written with the thread's next commit."""
+
+    row: OutboxRow
+    counted: Counted
+    detail: str | None
+    provider_id: str | None = None
+    retry_after: float | None = None  # retried: the provider's hint, in seconds
+
+
+@dataclass(frozen=True)
+class Write:
+    """One thread's commit: earlier outcomes, then (optionally) ``sending`` for its next
+    row — failed at once when it could not be rendered — then (optionally) a claim."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    start: Job | None = None
+    unrenderable: PermanentDeliveryError | None = None
+    claim: bool = False
+
+
+@dataclass(frozen=True)
+class Written:
+    started: bool = False
+    jobs: tuple[Job, ...] = ()
+    recovered: int = 0
+    deferred: int = 0
+
+
+Prepared = EmailMessage | SmsMessage | str  # a script's name
+
+
+class Run:
+    """One ``run_once``: the reserved rows waiting for a thread, shared by the threads."""
+
+    def __init__(self, low_water: int, stop: threading.Event | None) -> None:
+        self.low_water, self.stop = low_water, stop
+        self.stats = DispatchStats()
+        self.jobs: deque[Job] = deque()
+        self.unstarted: Counter[str] = Counter()  # reserved by this run, not started yet, per flow
+        self.exhausted = False
+        self.claiming = False
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+
+    def next(self) -> tuple[Job | None, bool]:
+        """The next row for a thread, and whether that thread is to claim more: when
+        few are left (prefetch) or none are (then the job is None). (None, False): done."""
+        with self.changed:
+            while True:
+                if self.error is not None:
+                    return None, False
+                if self.stop is not None and self.stop.is_set():
+                    self.exhausted = True  # stop claiming; what is reserved already is still sent
+                if self.jobs:
+                    job = self.jobs.popleft()
+                    claim = not self.exhausted and not self.claiming and len(self.jobs) < self.low_water
+                    self.claiming = self.claiming or claim
+                    return job, claim
+                if self.exhausted:
+                    return None, False
+                if not self.claiming:
+                    self.claiming = True
+                    return None, True
+                self.changed.wait()
+
+    def written(self, outcomes: Sequence[Outcome], written: Written, claimed: bool) -> None:
+        with self.changed:
+            for outcome in outcomes:
+                setattr(self.stats, outcome.counted, getattr(self.stats, outcome.counted) + 1)
+            self.stats.recovered += written.recovered
+            self.stats.deferred += written.deferred
+            if claimed:
+                self.jobs.extend(written.jobs)
+                self.exhausted = self.exhausted or not written.jobs
+                self.claiming = False
+                self.changed.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self.changed:
+            self.error = self.error or error
+            self.changed.notify_all()
