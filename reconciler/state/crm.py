@@ -216,7 +216,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", When(), nullable=False),
     Column("updated_at", When(), nullable=False),
-    Index("ix_outbox_state_next", "state", "next_attempt_at"),
+    Index("ix_outbox_state_next_id", "state", "next_attempt_at", "id"),
 )
 
 # Every delivery attempt of an outbox row, with what the provider said.
@@ -229,6 +229,7 @@ outbox_attempts = Table(
     Column("started_at", When(), nullable=False),
     Column("finished_at", When()),
     Column("outcome", String(12), nullable=False),  # sending | sent | retry | failed | unknown
+    Index("ix_outbox_attempts_started_at", "started_at"),
     Column("detail", Text),
     Column("provider_id", String(200)),
 )

@@ -100,9 +100,9 @@ def recover_stale(tx: Tx, stale_before: datetime, now: datetime) -> int:
 
 
 def claim_pending(tx: Tx, now: datetime, limit: int) -> list[OutboxRow]:
-    """Due rows, longest due first. Ordered like the index (state, next_attempt_at) — and
-    SQLite's rowid after it — so the LIMIT stops after ``limit`` rows instead of sorting
-    every due row (a backlog of 20,000 made each claim sort 20,000)."""
+    """Due rows, longest due first. Ordered like the index (state, next_attempt_at, id),
+    so the LIMIT stops after ``limit`` rows instead of sorting every due row (a backlog
+    of 20,000 made each claim sort 20,000)."""
     o = c.outbox
     query = (
         select(o)
