@@ -482,9 +482,11 @@ def test_a_failed_reconcile_is_logged_and_the_daemon_goes_on(
     daemon.changed.set()
     daemon._round()  # logged, and the daemon goes on
     assert daemon.store.flow("demo").revision == 1  # type: ignore[union-attr]
+    assert not daemon.ready.is_set()  # /readyz: 503 while rounds fail
     monkeypatch.undo()
     daemon._round()  # the next round still runs the executor and the drift check
     assert metric(daemon, "reconciler_leader") == 1
+    assert daemon.ready.is_set()
 
 
 def test_a_change_whose_reconcile_failed_is_applied_on_the_next_round(

@@ -74,6 +74,7 @@ class Daemon:
         self.stop = threading.Event()
         self.changed = threading.Event()
         self.ready = threading.Event()
+        self._reconciled = False
         self.holder = new_holder()
         self.lease: Lease | None = None
         self._next_reconcile = 0.0
@@ -109,14 +110,17 @@ class Daemon:
                 self._next_reconcile = now + self.options.reconcile_interval
             if not leading:
                 self.changed.clear()  # the leader applies; a follower only works the queue
-                self.ready.set()  # followers are ready once the database answers
             if not self.stop.is_set():
                 self._work()
             if now >= self._next_drift:
                 self.check_drift()
                 self._next_drift = now + self.options.drift_interval
             self._observe()
+            # Ready: the round went through, and (as leader) the specs were reconciled once.
+            if self._reconciled or not leading:
+                self.ready.set()
         except UserError as exc:  # the database is away, a lock is held: log and try again next round
+            self.ready.clear()  # /readyz says 503 until a round goes through again
             log.warning("round failed: %s", exc)
 
     def _watch(self) -> None:
@@ -175,6 +179,7 @@ class Daemon:
                         extra={"file": diagnostic.location.file, "line": diagnostic.location.line},
                     )
             log.error("specs are invalid: keeping the last applied state")
+            self._reconciled = True
             self.ready.set()
             return
         self.metrics.spec_valid.set(1)
@@ -195,6 +200,7 @@ class Daemon:
             log.info("applied", extra={"flow": change.flow, "action": change.action})
         for change in result.blocked:
             log.warning("blocked", extra={"flow": change.flow, "reason": change.reason})
+        self._reconciled = True
         self.ready.set()
 
     def _work(self) -> None:

@@ -1,8 +1,8 @@
 """Prometheus metrics and the health endpoints of the daemon.
 
 ``/metrics`` (Prometheus text), ``/healthz`` (the process is alive: 200) and
-``/readyz`` (200 once the first reconcile finished and the database answers; 503
-otherwise), on one small HTTP server in a background thread.
+``/readyz`` (200 once the first reconcile finished, as long as rounds go through; 503
+before that and after a round that failed — the database away — until one goes through), on one small HTTP server in a background thread.
 """
 
 from __future__ import annotations
