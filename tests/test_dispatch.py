@@ -151,6 +151,30 @@ def test_sends_once_with_rendered_content(
     assert dispatcher.run_once().sent == 0  # nothing twice
 
 
+def test_company_merge_fields_come_from_the_contacts_company(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    subject = "{{ company.name }} i {{ company.city }} ({{ company.custom.tier }})"
+    deploy(store, clock, tmp_path, [{**MAIL[0], "subject": subject}, {"id": "done", "type": "finish"}])
+    with store.transaction() as tx:
+        crm = CrmTx(tx)
+        crm.ensure_companies(["Acme", "Nowhere AB"])
+        crm.update_company("Acme", {"city": "Lund", "custom": {"tier": "gold"}})
+    enroll(
+        store,
+        clock,
+        {"email": "a@x.example", "first_name": "Åsa", "company": "Acme"},
+        {"email": "b@x.example", "first_name": "Bo", "company": "Nowhere AB"},
+    )
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (1, 1)
+    (email,) = mail.sent
+    assert isinstance(email, EmailMessage) and email.subject == "Acme i Lund (gold)"
+    failed = [r for r in outbox(store) if r.state == "failed"]
+    assert [r.contact_email for r in failed] == ["b@x.example"]
+    assert "company.city has no value" in (failed[0].last_error or "")  # an error, never an empty merge field
+
+
 def test_temporary_errors_retry_with_backoff_then_give_up(
     store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
 ) -> None:

@@ -55,6 +55,7 @@ from reconciler.actions.sms_text import compose_sms
 from reconciler.clock import Clock
 from reconciler.config import ScriptRegistration
 from reconciler.executor.catalog import Catalog
+from reconciler.executor.facts import company_view
 from reconciler.executor.group_commit import GroupCommit
 from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
 from reconciler.spec.models import Flow
@@ -251,9 +252,11 @@ class Dispatcher:
                 associates=job.associates,
                 message_id=_message_id(row),
                 unsubscribe_url=self._unsubscribe(flow, row),
+                company=job.company,
             )
         data = {
             "contact": contact,
+            "company": job.company,
             "flow": {"name": flow.name, "description": flow.metadata.description, "owner": flow.spec.owner},
         }
         settings = flow.spec.settings.sms
@@ -368,6 +371,7 @@ class Dispatcher:
     def _jobs(self, tx: Tx, rows: list[OutboxRow], reserved_until: datetime) -> list[Job]:
         crm = CrmTx(tx)
         contacts = crm.contacts_by_email(r.contact_email for r in rows)
+        companies = crm.companies_by_name(c.get("company") for c in contacts.values())
         associates = {a.name: a for a in crm.associates()}
         jobs = []
         for row in rows:
@@ -380,6 +384,9 @@ class Dispatcher:
             spec = self._flows[key]
             contact = contacts.get(row.contact_email)
             job = Job(row, reserved_until, spec[0] if spec else None, contact.as_template_data() if contact else None)
+            if contact is not None:
+                name = contact.get("company")
+                job.company = company_view(name, companies.get(name or ""))
             if row.kind in ("send_email", "notify_email") and spec is not None:
                 job.associates = associates
                 job.template = self._template(tx, row, spec[1])

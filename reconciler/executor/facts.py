@@ -17,7 +17,18 @@ from reconciler.spec.conditions import (
     LinkClickedCondition,
     Not,
 )
+from reconciler.spec.fields import COMPANY_FIELDS
 from reconciler.state.crm_store import ContactRecord, CrmTx
+
+
+def company_view(name: str | None, found: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A contact's company as merge fields see it: every company field (None where the
+    CRM has no value, or no such company) and ``custom``."""
+    view: dict[str, Any] = dict.fromkeys(COMPANY_FIELDS) | {"name": name, "custom": {}}
+    if found:
+        view.update({k: v for k, v in found.items() if k in view})
+        view["custom"] = dict(found.get("custom") or {})
+    return view
 
 
 @dataclass

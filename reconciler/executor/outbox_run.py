@@ -44,6 +44,7 @@ class Job:
     contact: dict[str, Any] | None
     template: EmailTemplate | PermanentDeliveryError | None = None  # e-mail rows: compiled, or why not
     associates: dict[str, AssociateRecord] = field(default_factory=dict)
+    company: dict[str, Any] | None = None  # the contact's company as merge fields see it
 
 
 Counted = Literal["sent", "retried", "failed", "unknown"]

@@ -18,10 +18,9 @@ from reconciler.actions.sms_text import normalize_number
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.conditions import matches
 from reconciler.executor.enrollment import Enroller
-from reconciler.executor.facts import FactLoader, Needs
+from reconciler.executor.facts import FactLoader, Needs, company_view
 from reconciler.executor.steps import Decision, Effects, Exit, Finish, Hold, Next, StepError, apply_update, render
 from reconciler.spec import steps as s
-from reconciler.spec.fields import COMPANY_FIELDS
 from reconciler.spec.models import Flow
 from reconciler.state.crm_store import AssociateRecord, ContactRecord, CrmTx, NewEvent, first_free_slot
 from reconciler.state.executor_store import (
@@ -566,9 +565,9 @@ class Batch:
     def _template_data(self, flow: Flow, contact: ContactRecord) -> dict[str, Any]:
         current = self._current(contact)
         data = current.as_template_data()
-        company: dict[str, Any] = dict.fromkeys(COMPANY_FIELDS) | {"name": data.get("company"), "custom": {}}
-        if data.get("company") and self.catalog.uses_company(flow.name):
-            company.update(self.facts.companies([data["company"]])[data["company"]] or {})
+        name = data.get("company")
+        found = self.facts.companies([name])[name] if name and self.catalog.uses_company(flow.name) else None
+        company = company_view(name, found)
         return {
             "contact": data,
             "company": company,
