@@ -44,7 +44,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     columns = list(rows[0])
     dialect = conn.dialect
     if dialect.name == "postgresql":
-        arrays = _arrays(table, columns, rows, dialect)
+        arrays = _arrays(table, columns, dialect)
         names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
         sql = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
         conn.exec_driver_sql(sql, _array_parameters(table, columns, rows, dialect))
@@ -76,7 +76,7 @@ def update_many(
             parameters[f"f{i}"] = processor(value) if processor else value
         sql = (
             f"UPDATE {target} SET {', '.join(sets)} "
-            f"FROM unnest({_arrays(table, ordered, rows, dialect)}) AS v({', '.join(quote(n) for n in ordered)}) "
+            f"FROM unnest({_arrays(table, ordered, dialect)}) AS v({', '.join(quote(n) for n in ordered)}) "
             f"WHERE {target}.{quote(key)} = v.{quote(key)}"
         )
         conn.exec_driver_sql(sql, parameters)
@@ -97,7 +97,7 @@ def _sql_type(table: Table, column: str, dialect: Dialect) -> str:
     return str(table.c[column].type.compile(dialect=dialect))
 
 
-def _arrays(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], dialect: Dialect) -> str:
+def _arrays(table: Table, columns: Sequence[str], dialect: Dialect) -> str:
     return ", ".join(f"%(c{i})b::{_sql_type(table, name, dialect)}[]" for i, name in enumerate(columns))
 
 
