@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeEngine
 
 _Processor = Callable[[Any], Any]
 
@@ -71,7 +72,7 @@ def update_many(
         sets = [f"{quote(name)} = v.{quote(name)}" for name in columns]
         parameters = _array_parameters(table, ordered, rows, dialect)
         for i, (name, value) in enumerate(fixed.items()):
-            processor = _processor(table, name, dialect)
+            processor = _processor(table.c[name].type, dialect)
             sets.append(f"{quote(name)} = %(f{i})s::{_sql_type(table, name, dialect)}")
             parameters[f"f{i}"] = processor(value) if processor else value
         sql = (
@@ -106,14 +107,9 @@ def _array_parameters(
 ) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     for i, name in enumerate(columns):
-        processor = _processor(table, name, dialect)
+        processor = _processor(table.c[name].type, dialect)
         parameters[f"c{i}"] = [processor(row[name]) for row in rows] if processor else [row[name] for row in rows]
     return parameters
-
-
-def _processor(table: Table, column: str, dialect: Dialect) -> _Processor | None:
-    processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-    return _remembering(processor) if processor else None
 
 
 # --- others: executemany of one compiled statement -----------------------------------------
@@ -132,9 +128,9 @@ def _execute_many(
     slots: list[tuple[str | None, Any]] = []
     for name in names:
         bind = compiled.binds[name]
-        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        processor = _processor(bind.type, dialect)
         if name in sources:
-            slots.append((sources[name], _remembering(processor) if processor else None))
+            slots.append((sources[name], processor))
         else:
             value = bind.effective_value
             slots.append((None, processor(value) if processor else value))
@@ -143,6 +139,12 @@ def _execute_many(
         [tuple(v) for v in values] if dialect.positional else [dict(zip(names, v, strict=True)) for v in values]
     )
     conn.exec_driver_sql(compiled.string, parameters)
+
+
+def _processor(type_: TypeEngine[Any], dialect: Dialect) -> _Processor | None:
+    """The bind processor SQLAlchemy uses for ``type_`` on ``dialect`` (None: values pass as they are)."""
+    processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    return _remembering(processor) if processor else None
 
 
 def _remembering(processor: _Processor) -> _Processor:
