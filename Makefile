@@ -37,8 +37,11 @@ layers: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, said out loud.
+# Tests run on every core (pytest-xdist): many wait on child processes, servers and
+# PostgreSQL, and each PostgreSQL test has a schema of its own. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
 pytest: install
-	@$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS); \
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 test: lint typecheck layers pytest
