@@ -6,7 +6,7 @@ The clock is injected: time passes by ``clock.advance``, never by sleeping.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from sqlalchemy import select
@@ -14,8 +14,10 @@ from sqlalchemy import select
 from reconciler.apply import ApplyOptions, apply, break_glass
 from reconciler.clock import ManualClock
 from reconciler.executor import Executor
+from reconciler.executor.runner import STEP_HANDLERS
 from reconciler.spec.bundle import bundle_document
 from reconciler.spec.models import Flow
+from reconciler.spec.steps import Step
 from reconciler.state import Store
 from reconciler.state import crm as c
 from reconciler.state.crm_store import CrmTx, NewEvent
@@ -652,3 +654,8 @@ def test_changing_a_wait_moves_waiting_participants_only_when_asked(
     entered = clock.now() - timedelta(hours=6)
     expected = entered + (timedelta(days=3) if recompute else timedelta(days=1))
     assert people(store)["a@x.example"].due_at == expected
+
+
+def test_every_step_type_of_the_spec_has_a_handler() -> None:
+    step_types = set(get_args(get_args(Step)[0]))
+    assert set(STEP_HANDLERS) == step_types

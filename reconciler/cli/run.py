@@ -13,7 +13,7 @@ import click
 from reconciler.actions import sink, sms_http, smtp
 from reconciler.cli.app import Context, cli, pass_context
 from reconciler.config import registered_scripts
-from reconciler.executor import Executor
+from reconciler.executor import BATCH_SIZE, Executor
 from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
 from reconciler.render.outbox import outbox_json, outbox_text
 from reconciler.state.outbox_store import outbox_counts, outbox_rows
@@ -49,7 +49,7 @@ connections_option = click.option(
     show_default=True,
     help="Seconds between rounds when running continuously.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1, max=10_000), default=500, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=10_000), default=BATCH_SIZE, show_default=True)
 @click.option("--no-dispatch", is_flag=True, help="Run steps only; leave the outbox to another process.")
 @click.option(
     "--rate", type=click.IntRange(min=1), default=600, show_default=True, help="Sends per flow per minute at most."

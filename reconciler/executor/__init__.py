@@ -23,7 +23,12 @@ from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
 from reconciler.state.executor_store import claim_due
 
-__all__ = ["EnrollResult", "Executor", "RunStats"]
+__all__ = ["BATCH_SIZE", "EnrollResult", "Executor", "RunStats"]
+
+# Participants per batch (one transaction). Bigger batches write each touched index page
+# once for more rows: 2,000 took about 10 % less time than 500 at 30k participants on
+# SQLite, and still holds SQLite's write lock for well under a second.
+BATCH_SIZE = 2000
 
 
 @dataclass
@@ -42,7 +47,7 @@ class RunStats:
 
 
 class Executor:
-    def __init__(self, store: Store, clock: Clock, *, batch_size: int = 500, event_batch: int = 500) -> None:
+    def __init__(self, store: Store, clock: Clock, *, batch_size: int = BATCH_SIZE, event_batch: int = 500) -> None:
         self.store, self.clock = store, clock
         self.batch_size, self.event_batch = batch_size, event_batch
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import tzinfo
+
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import Step, WaitForAction
 from reconciler.state.records import FlowRecord
+from reconciler.timing import flow_zone
 
 _PARSED: dict[str, Flow] = {}  # by content hash: a new revision parses again
 _MAX_PARSED = 4096
@@ -19,10 +23,22 @@ def parse(record: FlowRecord) -> Flow:
     return flow
 
 
+@dataclass(frozen=True)
+class FlowView:
+    """What the executor looks up on every step of a flow, worked out once per batch."""
+
+    flow: Flow
+    record: FlowRecord
+    steps: dict[str, Step]  # by id
+    following: dict[str, str | None]  # step id → the id of the step below it (None: the last)
+    zone: tzinfo
+
+
 class Catalog:
     def __init__(self, records: dict[str, FlowRecord]) -> None:
         self.records = records
         self._steps: dict[str, dict[str, tuple[int, Step]]] = {}
+        self._views: dict[str, FlowView | None] = {}
         self._uses_company: dict[str, bool] = {}
         self._awaited: frozenset[str] | None = None
 
@@ -34,6 +50,22 @@ class Catalog:
         if record is None:
             return None
         return parse(record)
+
+    def view(self, name: str) -> FlowView | None:
+        if name not in self._views:
+            record, flow = self.records.get(name), self.flow(name)
+            view = None
+            if record is not None and flow is not None:
+                ids = [step.id for step in flow.spec.steps]
+                view = FlowView(
+                    flow,
+                    record,
+                    {step.id: step for step in flow.spec.steps},
+                    dict(zip(ids, [*ids[1:], None], strict=True)),
+                    flow_zone(flow),
+                )
+            self._views[name] = view
+        return self._views[name]
 
     def step(self, name: str, step_id: str | None) -> tuple[int, Step] | None:
         if name not in self._steps:

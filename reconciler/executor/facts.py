@@ -39,6 +39,11 @@ class Needs:
     forms: set[str] = field(default_factory=set)
     company: bool = False
 
+    @property
+    def lookups(self) -> bool:
+        """Is there more to load than the contact's own fields?"""
+        return bool(self.selections or self.projects or self.links or self.forms or self.company)
+
     def add(self, condition: Condition | None, form: str | None = None) -> None:
         if condition is None:
             return

@@ -9,14 +9,14 @@ bulk at the end, in the transaction that claimed the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.actions.delivery import PermanentDeliveryError
 from reconciler.actions.sms_text import normalize_number
-from reconciler.executor.catalog import Catalog
-from reconciler.executor.conditions import matches
+from reconciler.executor.catalog import Catalog, FlowView
+from reconciler.executor.conditions import Facts, matches
 from reconciler.executor.enrollment import Enroller
 from reconciler.executor.facts import FactLoader, Needs, company_view
 from reconciler.executor.steps import Decision, Effects, Exit, Finish, Hold, Next, StepError, apply_update, render
@@ -36,7 +36,6 @@ from reconciler.state.store import Tx
 from reconciler.timing import after, flow_zone, wait_until, window_opens
 
 MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
-SEND_KINDS = {"send_email", "send_sms", "notify_email", "notify_sms", "run_script"}
 TemplateData = Callable[[], dict[str, Any]]
 
 
@@ -95,57 +94,55 @@ class Batch:
     # --- the participant state machine ------------------------------------------------
 
     def _advance(self, p: Claimed) -> None:
-        flow = self.catalog.flow(p.flow_name)
-        record = self.catalog.record(p.flow_name)
-        contact = self.contacts.get(p.contact)
-        if flow is None or record is None:
+        view = self.catalog.view(p.flow_name)
+        if view is None:
             return
+        contact = self.contacts.get(p.contact)
         if contact is None:
             self._end(p, FAILED, f"contact {p.contact} no longer exists")
             return
+        flow, steps = view.flow, view.steps
         for _ in range(MAX_HOPS):
-            found = self.catalog.step(p.flow_name, p.step_id)
-            if found is None:
+            step = steps.get(p.step_id or "")
+            if step is None:
                 self._end(p, FAILED, f"step {p.step_id!r} is no longer in the flow")
                 return
-            _, step = found
-            p.revision_seen = record.revision
-            decision = self._checks(p, flow, contact) or self._decide(p, flow, step, contact)
+            p.revision_seen = view.record.revision
+            decision = self._checks(p, flow, contact) or self._decide(p, view, step, contact)
             if isinstance(decision, Hold):
                 p.due_at, p.step_state = decision.due, decision.state
                 return
-            outcome = decision.outcome if isinstance(decision, Next) else type(decision).__name__.lower()
-            if isinstance(decision, Exit):
-                outcome = f"exit: {decision.reason}"
-            self._log(p, step.id, outcome)
             if isinstance(decision, Next):
-                target = decision.target or self._following(flow, step.id)
+                self._log(p, step.id, decision.outcome)
+                target = decision.target or view.following[step.id]
                 if target is None:
                     self._finish(p, flow, None)
                     return
                 p.step_id, p.step_state, p.due_at = target, None, self.now
                 continue
             if isinstance(decision, Exit):
+                self._log(p, step.id, f"exit: {decision.reason}")
                 self._exit(p, decision, contact)
             else:
+                self._log(p, step.id, "finish")
                 self._finish(p, flow, decision.handoff)
             return
         p.due_at = self.now  # keep going in the next batch
 
     def _checks(self, p: Claimed, flow: Flow, contact: ContactRecord) -> Decision | None:
-        success = flow.spec.success_criteria
-        if p.success_at is not None and success is not None and success.finish_immediately:
+        spec = flow.spec
+        if p.success_at is not None and spec.success_criteria is not None and spec.success_criteria.finish_immediately:
             return Finish()
-        exclusion = flow.spec.enrollment.exclusion_selection
+        exclusion = spec.enrollment.exclusion_selection
         if exclusion and self.facts.member("selection", exclusion, contact.id):
             return Exit(f"on the exclusion selection {exclusion!r}")
-        if self._value(contact, "retired"):
+        if self._read(contact).get("retired"):
             return Exit("former employee")
         return None
 
-    def _decide(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
+    def _decide(self, p: Claimed, view: FlowView, step: s.Step, contact: ContactRecord) -> Decision:
         try:
-            return self._step(p, flow, step, contact)
+            return self._step(p, view, step, contact)
         except StepError as exc:
             return self._fail(p, step.id, str(exc))
 
@@ -154,32 +151,40 @@ class Batch:
         self._end(p, FAILED, reason)
         return Hold(None, None)
 
-    def _step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
-        tz = flow_zone(flow)
-        if isinstance(step, s.Wait):
-            if p.step_state == "waiting":
-                return Next("waited")
-            return Hold(wait_until(step, self.now, tz))
-        if isinstance(step, s.WaitForAction):
-            if p.step_state == "action":
-                return Next("action taken")
-            if p.step_state == "waiting":  # the timeout passed
-                if step.on_timeout == "exit":
-                    return Exit("no action before the timeout", step.after_exit)
-                return Next("timed out")
-            return Hold(None if step.timeout == "never" else self.now + step.timeout)
-        if isinstance(step, s.Split):
-            return self._split(flow, step, contact)
-        if isinstance(step, s.Finish):
-            success = p.success_at is not None
-            handoff = step.on_success if success else step.on_no_success
-            return Finish(handoff.add_to_flow if handoff else None)
-        if step.type in SEND_KINDS:
-            opens = window_opens(flow.spec.settings.sending_window, self.now, tz)
-            if opens is not None and step.type in ("send_email", "send_sms"):
+    def _step(self, p: Claimed, view: FlowView, step: s.Step, contact: ContactRecord) -> Decision:
+        handler = STEP_HANDLERS.get(type(step))
+        if handler is None:  # pragma: no cover - every step type of the models has one
+            raise StepError(f"step type {step.type!r} is not supported by the executor")
+        return handler(self, p, view, step, contact)
+
+    def _wait(self, p: Claimed, view: FlowView, step: s.Wait, _contact: ContactRecord) -> Decision:
+        if p.step_state == "waiting":
+            return Next("waited")
+        return Hold(wait_until(step, self.now, view.zone))
+
+    def _wait_for_action(self, p: Claimed, _view: FlowView, step: s.WaitForAction, _contact: ContactRecord) -> Decision:
+        if p.step_state == "action":
+            return Next("action taken")
+        if p.step_state == "waiting":  # the timeout passed
+            if step.on_timeout == "exit":
+                return Exit("no action before the timeout", step.after_exit)
+            return Next("timed out")
+        return Hold(None if step.timeout == "never" else self.now + step.timeout)
+
+    def _finish_step(self, p: Claimed, _view: FlowView, step: s.Finish, _contact: ContactRecord) -> Decision:
+        handoff = step.on_success if p.success_at is not None else step.on_no_success
+        return Finish(handoff.add_to_flow if handoff else None)
+
+    def _split_step(self, _p: Claimed, view: FlowView, step: s.Split, contact: ContactRecord) -> Decision:
+        return self._split(view.flow, step, contact)
+
+    def _send_step(self, p: Claimed, view: FlowView, step: s.Step, contact: ContactRecord) -> Decision:
+        flow = view.flow
+        if step.type in ("send_email", "send_sms"):
+            opens = window_opens(flow.spec.settings.sending_window, self.now, view.zone)
+            if opens is not None:
                 return Hold(opens, None)
-            return self._send(p, flow, step, contact)
-        return self._crm_step(p, flow, step, contact)
+        return self._send(p, flow, step, contact)
 
     def _split(self, flow: Flow, step: s.Split, contact: ContactRecord) -> Decision:
         key = (flow.name, step.id)
@@ -188,7 +193,9 @@ class Batch:
             needs = self._split_needs[key] = Needs()
             for branch in step.branches:
                 needs.add(branch.when, step.form)
-        facts = self.facts.load([self._current(contact)], needs)[contact.email]
+        current = self._current(contact)
+        # Most splits ask about the contact's own fields: no lookups to make.
+        facts = self.facts.load([current], needs)[contact.email] if needs.lookups else Facts(current)
         for branch in step.branches:
             if branch.when is None and step.based_on == "form_submitted" and branch.name != s.EVERYONE_ELSE:
                 submitted = self.crm.events_of([contact.email], ["form_submitted"])
@@ -203,61 +210,75 @@ class Batch:
 
     # --- CRM steps -------------------------------------------------------------------------
 
-    def _crm_step(self, p: Claimed, flow: Flow, step: s.Step, contact: ContactRecord) -> Decision:
-        data = _Once(lambda: self._template_data(flow, contact))  # built only if a text has merge fields
-        if isinstance(step, s.UpdateContact):
-            return self._update_contact(step, contact, data)
-        if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
-            add = isinstance(step, s.AddToSelection)
-            for kind, name in (("selection", step.selection), ("project", step.project)):
-                if name is not None:
-                    self._membership(kind, name, contact, add=add)
-            return Next()
-        if isinstance(step, s.DistributeToOwner):
-            return self._distribute(p, flow, step, contact)
-        if isinstance(step, s.CreateFollowUp):
-            return self._follow_up(flow, step, contact, data)
-        if isinstance(step, s.CreateRequest):
-            owner = self._request_owner(step.owner, contact)
-            self.effects.activities["requests"].append(
-                {
-                    "contact_id": contact.id,
-                    "title": render(step.title, data),
-                    "request_type": step.request_type,
-                    "status": step.status,
-                    "category": step.category,
-                    "priority": step.priority,
-                    "owner": owner,
-                    "message": render(step.message, data),
-                    "flow_name": flow.name,
-                    "created_at": self.now,
-                }
-            )
-            self._event("request_created", contact, None, {"flow": flow.name})
-            return Next(f"request for {owner or 'nobody'}")
-        if isinstance(step, s.CreateSale):
-            owner = self._assignee(step.owner, contact)
-            expected = after(self.now, step.date.in_, step.date.working_days, flow_zone(flow)) if step.date else None
-            self.effects.activities["sales"].append(
-                {
-                    "contact_id": contact.id,
-                    "title": render(step.title, data),
-                    "sale_type": step.sale_type,
-                    "stage": step.stage,
-                    "amount": step.amount,
-                    "currency": step.currency,
-                    "description": render(step.description, data),
-                    "project": step.project,
-                    "expected_at": expected,
-                    "owner": owner,
-                    "status": "open",
-                    "flow_name": flow.name,
-                    "created_at": self.now,
-                }
-            )
-            self._event("sale_created", contact, None, {"flow": flow.name})
-            return Next()
-        raise StepError(f"step type {step.type!r} is not supported by the executor")  # pragma: no cover
+    def _data(self, flow: Flow, contact: ContactRecord) -> TemplateData:
+        """Merge-field data, built only if a text has merge fields."""
+        return _Once(lambda: self._template_data(flow, contact))
+
+    def _update_contact_step(
+        self, _p: Claimed, view: FlowView, step: s.UpdateContact, contact: ContactRecord
+    ) -> Decision:
+        return self._update_contact(step, contact, self._data(view.flow, contact))
+
+    def _membership_step(
+        self, _p: Claimed, _view: FlowView, step: s.AddToSelection | s.RemoveFromSelection, contact: ContactRecord
+    ) -> Decision:
+        add = isinstance(step, s.AddToSelection)
+        for kind, name in (("selection", step.selection), ("project", step.project)):
+            if name is not None:
+                self._membership(kind, name, contact, add=add)
+        return Next()
+
+    def _distribute_step(
+        self, p: Claimed, view: FlowView, step: s.DistributeToOwner, contact: ContactRecord
+    ) -> Decision:
+        return self._distribute(p, view.flow, step, contact)
+
+    def _follow_up_step(self, _p: Claimed, view: FlowView, step: s.CreateFollowUp, contact: ContactRecord) -> Decision:
+        return self._follow_up(view.flow, step, contact, self._data(view.flow, contact))
+
+    def _request_step(self, _p: Claimed, view: FlowView, step: s.CreateRequest, contact: ContactRecord) -> Decision:
+        flow, data = view.flow, self._data(view.flow, contact)
+        owner = self._request_owner(step.owner, contact)
+        self.effects.activities["requests"].append(
+            {
+                "contact_id": contact.id,
+                "title": render(step.title, data),
+                "request_type": step.request_type,
+                "status": step.status,
+                "category": step.category,
+                "priority": step.priority,
+                "owner": owner,
+                "message": render(step.message, data),
+                "flow_name": flow.name,
+                "created_at": self.now,
+            }
+        )
+        self._event("request_created", contact, None, {"flow": flow.name})
+        return Next(f"request for {owner or 'nobody'}")
+
+    def _sale_step(self, _p: Claimed, view: FlowView, step: s.CreateSale, contact: ContactRecord) -> Decision:
+        flow, data = view.flow, self._data(view.flow, contact)
+        owner = self._assignee(step.owner, contact)
+        expected = after(self.now, step.date.in_, step.date.working_days, view.zone) if step.date else None
+        self.effects.activities["sales"].append(
+            {
+                "contact_id": contact.id,
+                "title": render(step.title, data),
+                "sale_type": step.sale_type,
+                "stage": step.stage,
+                "amount": step.amount,
+                "currency": step.currency,
+                "description": render(step.description, data),
+                "project": step.project,
+                "expected_at": expected,
+                "owner": owner,
+                "status": "open",
+                "flow_name": flow.name,
+                "created_at": self.now,
+            }
+        )
+        self._event("sale_created", contact, None, {"flow": flow.name})
+        return Next()
 
     def _update_contact(self, step: s.UpdateContact, contact: ContactRecord, data: TemplateData) -> Decision:
         values = self._values(contact)
@@ -545,22 +566,18 @@ class Batch:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _following(self, flow: Flow, step_id: str) -> str | None:
-        found = self.catalog.step(flow.name, step_id)
-        steps = flow.spec.steps
-        return steps[found[0] + 1].id if found is not None and found[0] + 1 < len(steps) else None
-
     def _values(self, contact: ContactRecord) -> dict[str, Any]:
         if contact.email not in self.values:
             self.values[contact.email] = dict(contact.values)
         return self.values[contact.email]
 
-    def _value(self, contact: ContactRecord, name: str) -> Any:
-        return self._values(contact).get(name)
+    def _read(self, contact: ContactRecord) -> Mapping[str, Any]:
+        """The contact's current values, for reading (``_values`` copies them, to change)."""
+        return self.values.get(contact.email) or contact.values
 
     def _current(self, contact: ContactRecord) -> ContactRecord:
         custom = self.effects.custom_changes.get(contact.id, contact.custom)
-        return ContactRecord(contact.id, contact.email, self._values(contact), custom)
+        return ContactRecord(contact.id, contact.email, self._read(contact), custom)
 
     def _template_data(self, flow: Flow, contact: ContactRecord) -> dict[str, Any]:
         current = self._current(contact)
@@ -620,3 +637,24 @@ class Batch:
         for flow_name, emails in by_flow.items():
             contacts = [self.contacts[e] for e in emails if e in self.contacts]
             self.enroller.enroll(flow_name, contacts, source="handoff")
+
+
+# Each step type's handler: (batch, participant, flow, step, contact) → decision.
+STEP_HANDLERS: dict[type[Any], Callable[..., Decision]] = {
+    s.Wait: Batch._wait,
+    s.WaitForAction: Batch._wait_for_action,
+    s.Split: Batch._split_step,
+    s.Finish: Batch._finish_step,
+    s.SendEmail: Batch._send_step,
+    s.SendSms: Batch._send_step,
+    s.NotifyEmail: Batch._send_step,
+    s.NotifySms: Batch._send_step,
+    s.RunScript: Batch._send_step,
+    s.UpdateContact: Batch._update_contact_step,
+    s.AddToSelection: Batch._membership_step,
+    s.RemoveFromSelection: Batch._membership_step,
+    s.DistributeToOwner: Batch._distribute_step,
+    s.CreateFollowUp: Batch._follow_up_step,
+    s.CreateRequest: Batch._request_step,
+    s.CreateSale: Batch._sale_step,
+}

@@ -12,8 +12,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, Integer, and_, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from reconciler.state import crm as c
 from reconciler.state.bulk import insert_many, update_many
@@ -50,6 +64,9 @@ CONTACT_DEFAULTS: dict[str, Any] = {
     "retired": False,
 }
 _CHUNK = 500  # rows per IN (...) or executemany batch
+# ``column.in_(_EACH)`` with ``{"each": values}``: the list goes in as one expanding
+# parameter, not as a literal SQLAlchemy coerces value by value (hot reads of a batch).
+_EACH: BindParameter[Any] = bindparam("each", expanding=True)
 
 
 @dataclass(frozen=True)
@@ -124,10 +141,11 @@ class CrmTx:
         wanted = sorted({e.lower() for e in emails})
         found: dict[str, ContactRecord] = {}
         columns = [c.contacts.c.id, c.contacts.c.custom, *(c.contacts.c[name] for name in CONTACT_COLUMNS)]
+        query = select(*columns).where(c.contacts.c.email.in_(_EACH))
         for part in chunks(wanted):
-            for row in self.c.execute(select(*columns).where(c.contacts.c.email.in_(part))).all():
+            for row in self.c.execute(query, {"each": part}).all():
                 values = dict(zip(CONTACT_COLUMNS, row[2:], strict=True))
-                found[values["email"]] = ContactRecord(row[0], values["email"], values, dict(row[1] or {}))
+                found[values["email"]] = ContactRecord(row[0], values["email"], values, row[1] or {})
         return found
 
     def upsert_contacts(self, rows: Sequence[Mapping[str, Any]], now: datetime) -> tuple[list[str], list[str]]:
@@ -271,9 +289,10 @@ class CrmTx:
             if self.c.dialect.name == "postgresql":
                 wanted = func.unnest(literal(list(part), ARRAY(Integer))).table_valued("id").render_derived()
                 query = query.join(wanted, contact_column == wanted.c.id)
+                found.update((int(g), int(i)) for g, i in self.c.execute(query))
             else:
-                query = query.where(contact_column.in_(part))
-            found.update((int(g), int(i)) for g, i in self.c.execute(query))
+                query = query.where(contact_column.in_(_EACH))
+                found.update((int(g), int(i)) for g, i in self.c.execute(query, {"each": part}))
         return found
 
     # --- activities ---------------------------------------------------------------------

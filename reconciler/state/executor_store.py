@@ -38,7 +38,7 @@ _PARTICIPANT_FIELDS = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Claimed:
     """A participant taken by this batch; the executor mutates it, then it is saved."""
 
