@@ -2,7 +2,7 @@
 
 What is measured: ``Dispatcher.run_once`` draining 20,000 pending ``send_email`` rows
 (``--messages``) through ``SmtpTransport("smtp://127.0.0.1:PORT")`` with ``--connections``
-(default 4: the ``reconcile run`` default) kept connections, into an aiosmtpd server in a
+(default 16: the ``reconcile run`` default) kept connections, into an aiosmtpd server in a
 separate process (a real MTA is another process or host, so it does not share the
 dispatcher's GIL). Everything the dispatcher does per row is in the time: claiming and
 reserving batches, reading the contacts, committing ``sending`` before each message is

@@ -89,7 +89,11 @@ class DispatchPolicy:
     base_delay: timedelta = timedelta(seconds=30)
     max_delay: timedelta = timedelta(hours=4)
     rate_per_minute: int = 600  # per flow
-    connections: int = 4  # messages handed over at once, each by a thread with a connection of its own
+    # Messages handed over at once, each by a thread with a connection of its own. 16: the
+    # threads' commits group better (0.2 transactions per message instead of 0.6 with 4), and
+    # it stays below what MTAs expect of one client (Postfix itself opens up to 20 per
+    # destination). Lower it (--connections) for a relay that allows fewer.
+    connections: int = 16
     stale_after: timedelta = timedelta(minutes=10)
     reserve_for: timedelta = timedelta(minutes=5)  # a claimed batch is ours this long; then due again
     script_timeout: float = 30.0
