@@ -37,7 +37,6 @@ class FlowView:
 class Catalog:
     def __init__(self, records: dict[str, FlowRecord]) -> None:
         self.records = records
-        self._steps: dict[str, dict[str, tuple[int, Step]]] = {}
         self._views: dict[str, FlowView | None] = {}
         self._uses_company: dict[str, bool] = {}
         self._awaited: frozenset[str] | None = None
@@ -67,11 +66,9 @@ class Catalog:
             self._views[name] = view
         return self._views[name]
 
-    def step(self, name: str, step_id: str | None) -> tuple[int, Step] | None:
-        if name not in self._steps:
-            flow = self.flow(name)
-            self._steps[name] = {s.id: (i, s) for i, s in enumerate(flow.spec.steps)} if flow else {}
-        return self._steps[name].get(step_id or "")
+    def step(self, name: str, step_id: str | None) -> Step | None:
+        view = self.view(name)
+        return view.steps.get(step_id or "") if view is not None else None
 
     def uses_company(self, name: str) -> bool:
         """Do the flow's steps read or write company fields (in updates or merge fields)?

@@ -212,11 +212,11 @@ def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime, parts: Se
             succeeded.append(part.id)
             if success.finish_immediately and part.status == ACTIVE:
                 finishing.append(part.id)
-        found = catalog.step(part.flow_name, part.step_id)
-        if found and isinstance(found[1], WaitForAction) and part.step_state == "waiting":
+        step = catalog.step(part.flow_name, part.step_id)
+        if isinstance(step, WaitForAction) and part.step_state == "waiting":
             wanted = [
                 (a.form_submitted and ("form_submitted", a.form_submitted)) or ("link_clicked", a.link_clicked)
-                for a in found[1].actions
+                for a in step.actions
             ]
             if (event.type, event.subject) in wanted:
                 woken.append(part.id)

@@ -33,7 +33,7 @@ from reconciler.state.executor_store import (
 )
 from reconciler.state.records import DROPPED_OUT, FAILED, FINISHED, FINISHED_WITH_SUCCESS
 from reconciler.state.store import Tx
-from reconciler.timing import after, flow_zone, wait_until, window_opens
+from reconciler.timing import after, wait_until, window_opens
 
 MAX_HOPS = 64  # steps one participant may take in one batch (loops always hold on a wait)
 TemplateData = Callable[[], dict[str, Any]]
@@ -175,9 +175,6 @@ class Batch:
         handoff = step.on_success if p.success_at is not None else step.on_no_success
         return Finish(handoff.add_to_flow if handoff else None)
 
-    def _split_step(self, _p: Claimed, view: FlowView, step: s.Split, contact: ContactRecord) -> Decision:
-        return self._split(view.flow, step, contact)
-
     def _send_step(self, p: Claimed, view: FlowView, step: s.Step, contact: ContactRecord) -> Decision:
         flow = view.flow
         if step.type in ("send_email", "send_sms"):
@@ -186,8 +183,8 @@ class Batch:
                 return Hold(opens, None)
         return self._send(p, flow, step, contact)
 
-    def _split(self, flow: Flow, step: s.Split, contact: ContactRecord) -> Decision:
-        key = (flow.name, step.id)
+    def _split(self, _p: Claimed, view: FlowView, step: s.Split, contact: ContactRecord) -> Decision:
+        key = (view.flow.name, step.id)
         needs = self._split_needs.get(key)
         if needs is None:
             needs = self._split_needs[key] = Needs()
@@ -214,11 +211,6 @@ class Batch:
         """Merge-field data, built only if a text has merge fields."""
         return _Once(lambda: self._template_data(flow, contact))
 
-    def _update_contact_step(
-        self, _p: Claimed, view: FlowView, step: s.UpdateContact, contact: ContactRecord
-    ) -> Decision:
-        return self._update_contact(step, contact, self._data(view.flow, contact))
-
     def _membership_step(
         self, _p: Claimed, _view: FlowView, step: s.AddToSelection | s.RemoveFromSelection, contact: ContactRecord
     ) -> Decision:
@@ -227,14 +219,6 @@ class Batch:
             if name is not None:
                 self._membership(kind, name, contact, add=add)
         return Next()
-
-    def _distribute_step(
-        self, p: Claimed, view: FlowView, step: s.DistributeToOwner, contact: ContactRecord
-    ) -> Decision:
-        return self._distribute(p, view.flow, step, contact)
-
-    def _follow_up_step(self, _p: Claimed, view: FlowView, step: s.CreateFollowUp, contact: ContactRecord) -> Decision:
-        return self._follow_up(view.flow, step, contact, self._data(view.flow, contact))
 
     def _request_step(self, _p: Claimed, view: FlowView, step: s.CreateRequest, contact: ContactRecord) -> Decision:
         flow, data = view.flow, self._data(view.flow, contact)
@@ -280,7 +264,8 @@ class Batch:
         self._event("sale_created", contact, None, {"flow": flow.name})
         return Next()
 
-    def _update_contact(self, step: s.UpdateContact, contact: ContactRecord, data: TemplateData) -> Decision:
+    def _update_contact(self, _p: Claimed, view: FlowView, step: s.UpdateContact, contact: ContactRecord) -> Decision:
+        data = self._data(view.flow, contact)
         values = self._values(contact)
         if any(isinstance(row.value, str) and "{" in row.value for row in step.updates):
             data()  # taken now: every row's merge fields see the contact as it was before this step
@@ -314,20 +299,19 @@ class Batch:
             raise StepError(f"the contact has no company, so {field} cannot be updated")
         company = self.facts.companies([name])[name] or {"custom": {}}
         column = field[len("company.") :]
-        if column.startswith("custom."):
-            custom = dict(company.get("custom") or {})
-            key = column[len("custom.") :]
+        changed: bool
+        if column.startswith("custom."):  # custom fields change as one dict
+            custom, key = dict(company.get("custom") or {}), column[len("custom.") :]
             new = apply_update(custom.get(key), action, value)
-            if custom.get(key) == new:
-                return False
+            changed = custom.get(key) != new
             custom[key] = new
-            self.facts.change_company(name, "custom", custom)
-            return True
-        new = apply_update(company.get(column), action, value)
-        if company.get(column) == new:
-            return False
-        self.facts.change_company(name, column, new)
-        return True
+            column, new = "custom", custom
+        else:
+            new = apply_update(company.get(column), action, value)
+            changed = company.get(column) != new
+        if changed:
+            self.facts.change_company(name, column, new)
+        return changed
 
     def _membership(self, kind: str, name: str, contact: ContactRecord, *, add: bool) -> None:
         was = self.facts.member(kind, name, contact.id)
@@ -338,8 +322,8 @@ class Batch:
         if add:
             self._event(f"added_to_{kind}", contact, name, {})
 
-    def _distribute(self, p: Claimed, flow: Flow, step: s.DistributeToOwner, contact: ContactRecord) -> Decision:
-        values = self._values(contact)
+    def _distribute(self, p: Claimed, view: FlowView, step: s.DistributeToOwner, contact: ContactRecord) -> Decision:
+        flow, values = view.flow, self._values(contact)
         if step.only_if_unassigned and values.get("our_contact"):
             return Next("already has an owner")
         candidates = list(step.associates)
@@ -373,8 +357,8 @@ class Batch:
             )
         return Next(f"owner {owner}")
 
-    def _follow_up(self, flow: Flow, step: s.CreateFollowUp, contact: ContactRecord, data: TemplateData) -> Decision:
-        tz = flow_zone(flow)
+    def _follow_up(self, _p: Claimed, view: FlowView, step: s.CreateFollowUp, contact: ContactRecord) -> Decision:
+        flow, tz, data = view.flow, view.zone, self._data(view.flow, contact)
         associate = self._assignee(step.assign_to, contact)
         row: dict[str, Any] = {
             "contact_id": contact.id,
@@ -643,18 +627,18 @@ class Batch:
 STEP_HANDLERS: dict[type[Any], Callable[..., Decision]] = {
     s.Wait: Batch._wait,
     s.WaitForAction: Batch._wait_for_action,
-    s.Split: Batch._split_step,
+    s.Split: Batch._split,
     s.Finish: Batch._finish_step,
     s.SendEmail: Batch._send_step,
     s.SendSms: Batch._send_step,
     s.NotifyEmail: Batch._send_step,
     s.NotifySms: Batch._send_step,
     s.RunScript: Batch._send_step,
-    s.UpdateContact: Batch._update_contact_step,
+    s.UpdateContact: Batch._update_contact,
     s.AddToSelection: Batch._membership_step,
     s.RemoveFromSelection: Batch._membership_step,
-    s.DistributeToOwner: Batch._distribute_step,
-    s.CreateFollowUp: Batch._follow_up_step,
+    s.DistributeToOwner: Batch._distribute,
+    s.CreateFollowUp: Batch._follow_up,
     s.CreateRequest: Batch._request_step,
     s.CreateSale: Batch._sale_step,
 }
