@@ -125,18 +125,18 @@ def _dot_atom(text: str) -> str:
     return re.sub(r"\.{2,}", ".", _NOT_ATEXT.sub(".", text)).strip(".")
 
 
-def message_id_header(message_id: str, domain: str = "reconciler.invalid") -> str:
-    """The ``Message-ID`` header for an id: ``<left@right>`` with both sides valid
-    dot-atoms (RFC 5322), so a receiver keeps it whole. Other characters (the ``:`` of
-    an outbox key) become ``.``, deterministically: a resend carries the same id.
-    Without ``@`` the ``domain`` (the sender's) is added."""
-    value = message_id.strip().removeprefix("<").removesuffix(">")
+def message_id_header(message: EmailMessage) -> str:
+    """The ``Message-ID`` header for the message's id: ``<left@right>`` with both sides
+    valid dot-atoms (RFC 5322), so a receiver keeps it whole. Other characters (the ``:``
+    of an outbox key) become ``.``, deterministically: a resend carries the same id.
+    Without ``@`` the sender's domain is added."""
+    value = message.message_id.strip().removeprefix("<").removesuffix(">")
     left, at, right = value.rpartition("@")
     if not at:
-        left, right = value, domain
+        left, right = value, message.sender.address.rpartition("@")[2]
     left, right = _dot_atom(left), _dot_atom(right)
     if not left or not right:
-        raise ValueError(f"invalid Message-ID {message_id!r}")
+        raise ValueError(f"invalid Message-ID {message.message_id!r}")
     return f"<{left}@{right}>"
 
 
@@ -215,7 +215,7 @@ def to_mime(message: EmailMessage, *, date: datetime | None = None, utf8: bool =
     lines += [
         f"Subject: {_unstructured('Subject', message.subject, utf8)}",
         f"Date: {format_datetime(date or datetime.now(UTC))}",
-        f"Message-ID: {message_id_header(message.message_id, message.sender.address.rpartition('@')[2])}",
+        f"Message-ID: {message_id_header(message)}",
     ]
     reserved = {"from", "to", "reply-to", "subject", "date", "message-id", "mime-version", "content-type"}
     for name, value in message.headers:

@@ -71,7 +71,7 @@ class MaildirSink:
         return Receipt(
             provider_id=key,
             detail=f"written to {self.mail_dir / 'new' / key}",
-            extra={"message_id": message_id_header(message.message_id, message.sender.address.rpartition("@")[2])},
+            extra={"message_id": message_id_header(message)},
         )
 
     def _sms(self, message: SmsMessage) -> Receipt:

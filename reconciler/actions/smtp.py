@@ -167,7 +167,7 @@ class SmtpTransport:
         utf8 = not all(a.isascii() for a in addresses)
         try:
             data = to_mime(message, utf8=utf8)
-            message_id = message_id_header(message.message_id, message.sender.address.rpartition("@")[2])
+            message_id = message_id_header(message)
             connection, reused = self._take()
             try:
                 return self._transaction(connection, message, data, utf8, message_id)
