@@ -37,11 +37,8 @@ steps/s, PostgreSQL ≥ 10,000 steps/s, ≥ 10× the naive baseline, peak RSS �
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import multiprocessing as mp
 import os
-import pstats
 import resource
 import shutil
 import sys
@@ -55,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common import profiled, verdict
 from sqlalchemy import create_engine, func, insert, select, text, update
 
 from reconciler.apply import ApplyOptions, apply
@@ -74,7 +72,6 @@ TARGET_SQLITE = 20_000
 TARGET_PG = 10_000
 TARGET_RATIO = 10.0
 TARGET_RSS_MB = 300
-PROFILE_TOP = 25
 BARRIER_TIMEOUT_S = 3600  # hang guard: a pass never takes an hour
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -383,25 +380,10 @@ class Row:
         return self.steps / self.seconds if self.seconds else 0.0
 
 
-def verdict(ok: bool, text_: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {text_}")
-
-
 def peak_rss_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return own, children
-
-
-def profiled(fn: Callable[[], Any]) -> Any:
-    profile = cProfile.Profile()
-    result = profile.runcall(fn)
-    for key in ("tottime", "cumulative"):
-        buffer = io.StringIO()
-        pstats.Stats(profile, stream=buffer).strip_dirs().sort_stats(key).print_stats(PROFILE_TOP)
-        print(f"\n--- profile: top {PROFILE_TOP} by {key} ---")
-        print("\n".join(line for line in buffer.getvalue().splitlines()[6:] if line.strip()))
-    return result
 
 
 def measure_sqlite(participants: int, batch_size: int, profile: bool, listener: bool) -> Row:

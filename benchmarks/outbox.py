@@ -47,12 +47,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import hashlib
-import io
 import multiprocessing
 import os
-import pstats
 import re
 import shutil
 import socket
@@ -60,13 +57,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from common import PROFILE_TOP, profiled, verdict
 from sqlalchemy import func, select
 
 from reconciler.actions.email import render_email
@@ -91,7 +88,6 @@ ENROLL_CHUNK = 2_000
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TARGET_RATE = 500.0
 TARGET_RATIO = 5.0
-PROFILE_TOP = 25
 CONTENT = "content/news.html"
 HTML = """<!doctype html>
 <html><body>
@@ -278,17 +274,6 @@ class Row:
         return self.messages / self.seconds if self.seconds else 0.0
 
 
-def profiled(fn: Callable[[], Any]) -> Any:
-    profile = cProfile.Profile()
-    result = profile.runcall(fn)
-    for key in ("tottime", "cumulative"):
-        buffer = io.StringIO()
-        pstats.Stats(profile, stream=buffer).strip_dirs().sort_stats(key).print_stats(PROFILE_TOP)
-        print(f"\n--- profile of the dispatcher run: top {PROFILE_TOP} by {key} ---")
-        print("\n".join(line for line in buffer.getvalue().splitlines()[6:] if line.strip()))
-    return result
-
-
 def run_dispatcher(
     store: Store, directory: Path, server: Server, count: int, connections: int, batch_size: int, profile: bool
 ) -> Row:
@@ -301,7 +286,7 @@ def run_dispatcher(
     )
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        stats = profiled(dispatcher.run_once) if profile else dispatcher.run_once()
+        stats = profiled(dispatcher.run_once, "profile of the dispatcher run") if profile else dispatcher.run_once()
     finally:
         transport.close()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -372,10 +357,6 @@ def verify(store: Store, server: Server, count: int) -> dict[str, int]:
 
 def fail(text: str) -> None:
     raise SystemExit(f"a run is wrong, so its numbers mean nothing:\n  {text}")
-
-
-def verdict(ok: bool, text: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {text}")
 
 
 def main(argv: list[str] | None = None) -> int:

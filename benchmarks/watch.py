@@ -53,6 +53,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common import verdict
 from sqlalchemy import Engine, create_engine, select
 
 from reconciler.state import Store
@@ -289,10 +290,6 @@ def run_cli(url: str, repo: Path, specs: Path, times: int, engine: Engine, first
             raise SystemExit("reconcile apply did not apply the edit")
         latencies.append(finished - saved)
     return latencies
-
-
-def verdict(ok: bool, text: str) -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {text}")
 
 
 def main(argv: list[str] | None = None) -> int:
