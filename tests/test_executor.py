@@ -501,6 +501,22 @@ def test_wait_until_uses_the_flow_time_zone(store: Store, clock: ManualClock, ex
     assert people(store)["a@x.example"].due_at == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 
 
+def test_a_wait_that_is_already_over_goes_on_in_the_same_batch(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
+    steps = [
+        {"id": "passed", "type": "wait", "until": "2026-01-01T00:00:00"},  # before the clock's Monday
+        {"id": "later", "type": "wait", "until": "2026-02-01T00:00:00"},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, steps)
+    contacts(store, clock, {"email": "a@x.example"})
+    executor.enroll("f", ["a@x.example"])
+    assert executor.run_batch().steps == 1
+    assert where(store) == {"a@x.example": ("active", "later")}
+    assert [(r.step_id, r.outcome) for r in rows(store, c.step_runs)] == [("passed", "waited")]
+
+
 def test_wait_for_action_action_timeout_and_exit(store: Store, clock: ManualClock, executor: Executor) -> None:
     steps = [
         {

@@ -68,6 +68,18 @@ def test_the_migrations_create_exactly_the_tables_module(database_url: str) -> N
         store.close()
 
 
+def test_only_unprocessed_events_are_in_the_backlog_index(database_url: str) -> None:
+    store = Store.open(database_url)
+    try:
+        (index,) = [i for i in inspect(store.engine).get_indexes("events") if i["name"] == "ix_events_unprocessed"]
+        options = index["dialect_options"]
+        predicate = options.get("sqlite_where", options.get("postgresql_where"))
+        assert index["column_names"] == ["id"]
+        assert " ".join(str(predicate).lower().strip("()").split()) == "processed_at is null"
+    finally:
+        store.close()
+
+
 def test_opening_twice_is_a_no_op(database_url: str) -> None:
     first = Store.open(database_url)
     try:

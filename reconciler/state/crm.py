@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from reconciler.state.tables import When, metadata
@@ -193,7 +194,13 @@ events = Table(
     Column("idempotency_key", String(200), unique=True),
     Column("occurred_at", When(), nullable=False),
     Column("processed_at", When()),
-    Index("ix_events_unprocessed", "processed_at", "id"),
+    # Only the backlog is indexed: most events are stored processed (migration 0007).
+    Index(
+        "ix_events_unprocessed",
+        "id",
+        sqlite_where=text("processed_at IS NULL"),
+        postgresql_where=text("processed_at IS NULL"),
+    ),
     Index("ix_events_contact_type", "contact_email", "type"),
 )
 
