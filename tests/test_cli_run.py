@@ -70,6 +70,43 @@ def test_enroll_run_and_status(run: Run) -> None:
     assert run("participants", "add", "f", "ghost@x.example")[2].startswith("Error: no contact with e-mail")
 
 
+def test_status_lists_steps_in_flow_order_with_when_the_first_moves_on(
+    run: Run, write_spec: Callable[..., Path]
+) -> None:
+    steps = [
+        {
+            "id": "route",
+            "type": "split",
+            "branches": [
+                {"name": "se", "when": {"field": "country", "value": "SE"}, "next": "zz-long"},
+                {"name": "everyone_else", "next": "aa-short"},
+            ],
+        },
+        {"id": "zz-long", "type": "wait", "duration": "2d", "next": "done"},
+        {"id": "aa-short", "type": "wait", "duration": "1d"},
+        {"id": "done", "type": "finish"},
+    ]
+    write_spec("f.yaml", flow_doc("f", steps=steps, status="running", triggers=[{"type": "manual"}]))
+    assert run("apply")[0] == 0
+    assert run("participants", "add", "f", "se@x.example", "no@x.example")[0] == 0
+    assert "on step route: 2, due now" in run("status")[1]  # no executor has run yet
+    assert run("run", "--once")[0] == 0
+    due = {p["step"]: datetime.fromisoformat(p["due_at"]) for p in json.loads(run("participants", "f", "--json")[1])}
+    code, out, _ = run("status")
+    lines = [line.strip() for line in out.splitlines() if "on step" in line]
+    assert code == 0 and lines == [
+        f"on step {step}: 1, next due {due[step].astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        for step in ("zz-long", "aa-short")
+    ]
+    status = json.loads(run("status", "--json")[1])["flows"][0]
+    assert list(status["steps"]) == ["zz-long", "aa-short"]
+    assert {step: datetime.fromisoformat(at) for step, at in status["next_due"].items()} == due
+
+    write_spec("f.yaml", flow_doc("f", steps=steps, status="paused", triggers=[{"type": "manual"}]))
+    assert run("apply")[0] == 0
+    assert "next due" not in run("status")[1]  # a paused flow's participants do not move
+
+
 def test_status_of_an_empty_database(run: Run) -> None:
     assert run("status")[1].startswith("No flows in the database")
     code, out, _ = run("db", "upgrade")

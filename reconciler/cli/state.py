@@ -164,8 +164,10 @@ def status(ctx: Context, name: str | None, as_json: bool) -> None:
         raise UserError(f"no flow named {name!r}")
     shown = [flows[name]] if name else list(flows.values())
     occupancy, dropouts = store.occupancy(), store.dropout_reasons()
-    render = status_json if as_json else status_text
-    click.echo(render(shown, occupancy, dropouts))
+    if as_json:
+        click.echo(status_json(shown, occupancy, dropouts))
+    else:
+        click.echo(status_text(shown, occupancy, dropouts, now=ctx.clock.now()))
 
 
 @cli.command()

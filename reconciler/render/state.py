@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.diff import DiffEntry
@@ -38,7 +39,12 @@ def _status_row(record: FlowRecord, occupancy: Occupancy, dropouts: Mapping[str,
         "revision": record.revision,
         "participants": {s: occupancy.by_status.get(s, 0) for s in PARTICIPANT_STATUSES},
         "summary": _summary(occupancy),
-        "steps": {step: count for step, count in sorted(occupancy.on_step.items()) if step},
+        "steps": {step: occupancy.on_step[step] for step in _steps_in_order(record, occupancy)},
+        "next_due": {
+            step: occupancy.next_due[step].isoformat()
+            for step in _steps_in_order(record, occupancy)
+            if step in occupancy.next_due
+        },
         "dropout_reasons": dict(sorted(dropouts.items())),
         "updated_at": record.updated_at.isoformat(),
     }
@@ -55,10 +61,31 @@ def status_json(
     )
 
 
+def _steps_in_order(record: FlowRecord, occupancy: Occupancy) -> list[str]:
+    """The steps that have participants on them, in the flow's order (steps an edit
+    removed, which participants may still be on, after the rest)."""
+    order = [str(step.get("id")) for step in record.spec.get("spec", {}).get("steps", []) if isinstance(step, dict)]
+    position = {step: i for i, step in enumerate(order)}
+    occupied = [step for step in occupancy.on_step if step]
+    return sorted(occupied, key=lambda step: (position.get(step, len(position)), step))
+
+
+def _when_due(record: FlowRecord, occupancy: Occupancy, step: str, now: datetime | None) -> str:
+    """When the first participant on a step of a running flow moves on: the answer to
+    "why is nobody moving?" (a wait, the sending window, or an executor that is not running)."""
+    due = occupancy.next_due.get(step)
+    if due is None or now is None or record.status != "running":
+        return ""
+    if due <= now:
+        return ", due now"
+    return f", next due {due.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def status_text(
     flows: Sequence[FlowRecord],
     occupancy: Mapping[str, Occupancy],
     dropouts: Mapping[str, Mapping[str, int]] | None = None,
+    now: datetime | None = None,
 ) -> str:
     if not flows:
         return "No flows in the database. Run `reconcile apply` to create them from the specs."
@@ -75,9 +102,8 @@ def status_text(
         shown = ", ".join(f"{s} {n}" for s in PARTICIPANT_STATUSES if (n := counts.by_status.get(s, 0)))
         if shown:
             lines.append(f"    participants: {shown}")
-        for step, n in sorted(counts.on_step.items()):
-            if step:
-                lines.append(f"    on step {step}: {n}")
+        for step in _steps_in_order(flow, counts):
+            lines.append(f"    on step {step}: {counts.on_step[step]}{_when_due(flow, counts, step, now)}")
         for reason, n in sorted(dropouts.get(flow.name, {}).items()):
             lines.append(f"    dropped out ({reason}): {n}")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ class Occupancy:
     by_status: dict[str, int] = field(default_factory=dict)
     on_step: dict[str, int] = field(default_factory=dict)  # active participants per step id
     waiting: dict[str, int] = field(default_factory=dict)  # of those, waiting out a wait step
+    next_due: dict[str, datetime] = field(default_factory=dict)  # the earliest due time of those per step
     passed: dict[str, int] = field(default_factory=dict)  # participants (any status) that ran the step
     passed_in_flow: dict[str, int] = field(default_factory=dict)  # of those, still queued or active
 

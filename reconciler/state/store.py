@@ -428,8 +428,9 @@ def _occupancy(c: Connection) -> dict[str, Occupancy]:
     ):
         by_status.setdefault(name, {})[status] = count
     waiting: dict[str, dict[str, int]] = {}
-    for name, step, state, count in c.execute(
-        select(f.c.name, p.c.step_id, p.c.step_state, func.count())
+    next_due: dict[str, dict[str, datetime]] = {}
+    for name, step, state, count, earliest in c.execute(
+        select(f.c.name, p.c.step_id, p.c.step_state, func.count(), func.min(p.c.due_at))
         .join(f, f.c.id == p.c.flow_id)
         .where(p.c.status == ACTIVE)
         .group_by(f.c.name, p.c.step_id, p.c.step_state)
@@ -438,6 +439,10 @@ def _occupancy(c: Connection) -> dict[str, Occupancy]:
         steps[step] = steps.get(step, 0) + count
         if state == "waiting":
             waiting.setdefault(name, {})[step] = count
+        due = _aware(earliest)
+        if due is not None:
+            dues = next_due.setdefault(name, {})
+            dues[step] = min(dues.get(step, due), due)
     passed: dict[str, dict[str, int]] = {}
     passed_in_flow: dict[str, dict[str, int]] = {}
     runs = crm.step_runs
@@ -454,7 +459,12 @@ def _occupancy(c: Connection) -> dict[str, Occupancy]:
             in_flow[step] = in_flow.get(step, 0) + count
     return {
         name: Occupancy(
-            counts, on_step.get(name, {}), waiting.get(name, {}), passed.get(name, {}), passed_in_flow.get(name, {})
+            by_status=counts,
+            on_step=on_step.get(name, {}),
+            waiting=waiting.get(name, {}),
+            next_due=next_due.get(name, {}),
+            passed=passed.get(name, {}),
+            passed_in_flow=passed_in_flow.get(name, {}),
         )
         for name, counts in by_status.items()
     }
