@@ -418,6 +418,33 @@ def test_rate_limit_holds_with_parallel_connections_and_prefetched_claims(
     assert limited.run_once().sent == 10
 
 
+def test_rate_limit_counts_the_rows_another_dispatcher_holds(store: Store, clock: ManualClock, tmp_path: Any) -> None:
+    deploy(store, clock, tmp_path, SMS)
+    enroll(store, clock, *people(30))
+    handing_over, release = threading.Event(), threading.Event()
+    slow = FakeMail()
+
+    def hold_up(_message: Any) -> None:
+        handing_over.set()
+        assert release.wait(30)
+
+    slow.fail = hold_up
+    first = with_policy(store, clock, slow, batch_size=4, rate_per_minute=10, connections=1)
+    worker = threading.Thread(target=first.run_once)
+    worker.start()
+    try:
+        assert handing_over.wait(30)  # the first has reserved 4 rows and started one of them
+        fast = FakeMail()
+        stats = with_policy(store, clock, fast, batch_size=50, rate_per_minute=10, connections=4).run_once()
+        assert stats.sent == 10 - 4  # what the first holds counts against the flow's budget too
+    finally:
+        release.set()
+        worker.join(30)
+    assert len(slow.sent) + len(fast.sent) == 10
+    assert sum(r.state == "sent" for r in outbox(store)) == 10
+    assert all(r.reserved_until is None for r in outbox(store))
+
+
 def test_unrenderable_rows_fail_with_parallel_connections_and_are_never_handed_over(
     store: Store, clock: ManualClock, tmp_path: Any
 ) -> None:

@@ -398,6 +398,31 @@ def test_two_dispatcher_processes_never_send_the_same_row(pg_url: str, tmp_path:
         store.close()
 
 
+def test_the_rate_limit_holds_across_dispatcher_processes(database_url: str, tmp_path: Path, smtp: Any) -> None:
+    """The first process reserves a minute's budget and hangs in its first hand-over; a
+    second process started then finds that budget spent and sends nothing."""
+    store = Store.open(database_url)
+    try:
+        # more rows than one claim reads (100): some are still due when the second claims
+        populate(store, tmp_path, datetime.now(UTC) - timedelta(minutes=1), 150)
+        server, smtp_url = smtp(hold_at=1)
+        rate = ("--rate", "20", "--connections", "1")
+        first = cli(database_url, "run", "--once", *rate, smtp_url=smtp_url, cwd=tmp_path)
+        try:
+            assert server.entered.wait(DEADLINE_S)  # 20 reserved, 1 of them at the server
+            code, out, err = finish(cli(database_url, "run", "--once", *rate, smtp_url=smtp_url, cwd=tmp_path))
+            assert code == 0 and "sent 0" in out, err[-3000:]
+        finally:
+            server.release.set()
+        code, out, err = finish(first)
+        assert code == 0 and "sent 20" in out, err[-3000:]
+        assert len(server.arrived) == 20
+        assert [r.state for r in outbox(store)].count("sent") == 20
+        assert [a.outcome for a in attempts(store)] == ["sent"] * 20  # the second never even tried
+    finally:
+        store.close()
+
+
 # --- c. a server that fails the first delivery of every message -------------------------------------
 
 

@@ -72,8 +72,10 @@ from reconciler.state.outbox_store import (
     finish_attempts,
     recover_stale,
     reserve,
+    reserved_by_flow,
     revision_spec,
     sent_since,
+    serialize_claims,
     start_attempts,
 )
 from reconciler.state.store import Tx
@@ -305,8 +307,6 @@ class Dispatcher:
         outcomes = [o for w in writes for o in w.outcomes]
         starting = [(w.start.row, w.start.reserved_until) for w in writes if w.start is not None]
         taken = start_attempts(tx, starting, now) if starting else set()
-        for row, _ in starting:
-            run.unstarted[row.flow_name] -= 1
         outcomes += [
             self._failed(w.start, w.unrenderable)
             for w in writes
@@ -317,7 +317,7 @@ class Dispatcher:
         for write in writes:
             started = write.start is not None and write.start.row.id in taken
             if write.claim:
-                recovered, deferred, jobs = self._claim(tx, now, run.unstarted)
+                recovered, deferred, jobs = self._claim(tx, now)
                 results.append(Written(started, tuple(jobs), recovered, deferred))
             else:
                 results.append(Written(started))
@@ -338,18 +338,20 @@ class Dispatcher:
                 fail_participant(tx, row.participant_id, f"{row.step_id}: {detail}", now)
         finish_attempts(tx, finished, now)
 
-    def _claim(self, tx: Tx, now: datetime, unstarted: Counter[str]) -> tuple[int, int, list[Job]]:
+    def _claim(self, tx: Tx, now: datetime) -> tuple[int, int, list[Job]]:
         """(rows made unknown, rows deferred, jobs): due rows claimed and reserved for this
         run. A batch held back whole (window, rate) does not end the round: the next is read."""
+        serialize_claims(tx)
         recovered = recover_stale(tx, now - self.policy.stale_after, now)
         deferred = 0
         catalog: Catalog | None = None
         while rows := claim_pending(tx, now, self.policy.batch_size):
             catalog = catalog or Catalog(tx.flows())
-            # the rate limit counts attempts started in the last minute, and rows reserved but not started yet
+            # The rate limit counts the attempts started in the last minute and the rows any
+            # dispatcher has reserved but not started yet (this one's too: same transaction).
             budget = Counter(dict.fromkeys({r.flow_name for r in rows}, self.policy.rate_per_minute))
             budget.subtract(sent_since(tx, now - timedelta(minutes=1)))
-            budget.subtract(unstarted)
+            budget.subtract(reserved_by_flow(tx, now))
             chosen: list[OutboxRow] = []
             held: dict[datetime, list[int]] = {}
             for row in rows:
@@ -361,7 +363,6 @@ class Dispatcher:
                     held.setdefault(now + timedelta(minutes=1), []).append(row.id)
                 else:
                     budget[row.flow_name] -= 1
-                    unstarted[row.flow_name] += 1
                     chosen.append(row)
             for until, ids in held.items():
                 defer(tx, ids, until, now)

@@ -10,7 +10,7 @@ the writes of threads that arrive together into one transaction.
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,7 +90,6 @@ class Run:
         self.low_water, self.stop = low_water, stop
         self.stats = DispatchStats()
         self.jobs: deque[Job] = deque()
-        self.unstarted: Counter[str] = Counter()  # reserved by this run, not started yet, per flow
         self.exhausted = False
         self.claiming = False
         self.error: BaseException | None = None

@@ -223,7 +223,17 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", When(), nullable=False),
     Column("updated_at", When(), nullable=False),
+    # Set while a dispatcher holds the row (still pending) to send it: every dispatcher
+    # counts such rows against a flow's rate limit, not only its own (migration 0008).
+    Column("reserved_until", When()),
     Index("ix_outbox_state_next_id", "state", "next_attempt_at", "id"),
+    Index(
+        "ix_outbox_reserved",
+        "reserved_until",
+        "flow_name",
+        sqlite_where=text("reserved_until IS NOT NULL"),
+        postgresql_where=text("reserved_until IS NOT NULL"),
+    ),
 )
 
 # Every delivery attempt of an outbox row, with what the provider said.

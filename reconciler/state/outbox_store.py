@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm as c
@@ -25,6 +25,7 @@ from reconciler.state.records import IN_FLOW
 from reconciler.state.store import Store, Tx
 
 STATES = ("pending", "sending", "sent", "failed", "unknown")
+CLAIM_LOCK_KEY = 0x72656364  # "recd": the advisory lock around a dispatcher's claim
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,25 @@ def sent_since(tx: Tx, since: datetime) -> dict[str, int]:
     return {str(name): int(n) for name, n in tx.c.execute(query)}
 
 
+def serialize_claims(tx: Tx) -> None:
+    """One dispatcher claims at a time (PostgreSQL), so each sees the others' reservations
+    when it works out a flow's rate budget. SQLite's BEGIN IMMEDIATE serializes already."""
+    if tx.c.dialect.name == "postgresql":
+        tx.c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+
+
 def reserve(tx: Tx, rows: Sequence[OutboxRow], until: datetime, now: datetime) -> None:
     """Hold claimed rows for this dispatcher: still ``pending``, but not due for anyone
     else until ``until``. A dispatcher that dies leaves them due again, not lost."""
-    defer(tx, [r.id for r in rows], until, now)
+    _postpone(tx, [r.id for r in rows], until, now, reserved=True)
+
+
+def reserved_by_flow(tx: Tx, now: datetime) -> dict[str, int]:
+    """Rows some dispatcher holds to send and has not started yet, per flow: with the
+    attempts started in the last minute, what a flow's rate limit has spent."""
+    o = c.outbox
+    query = select(o.c.flow_name, func.count()).where(o.c.reserved_until > now).group_by(o.c.flow_name)
+    return {str(name): int(n) for name, n in tx.c.execute(query)}
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,7 @@ _START_ATTEMPT = insert(_a).values(
 _RESERVED = (_o.c.state == "pending", _o.c.next_attempt_at == bindparam("b_reserved", type_=_o.c.next_attempt_at.type))
 _SENDING = {
     "state": "sending",
+    "reserved_until": None,
     "attempts": _o.c.attempts + 1,
     "updated_at": bindparam("b_now", type_=_o.c.updated_at.type),
 }
@@ -268,9 +285,18 @@ def finish_attempt(
 
 
 def defer(tx: Tx, ids: Sequence[int], until: datetime, now: datetime) -> None:
+    """Not before ``until`` (the sending window, the rate limit), for any dispatcher."""
+    _postpone(tx, ids, until, now, reserved=False)
+
+
+def _postpone(tx: Tx, ids: Sequence[int], until: datetime, now: datetime, *, reserved: bool) -> None:
     o = c.outbox
     for part in chunks(list(ids)):
-        tx.c.execute(update(o).where(o.c.id.in_(part)).values(next_attempt_at=until, updated_at=now))
+        tx.c.execute(
+            update(o)
+            .where(o.c.id.in_(part))
+            .values(next_attempt_at=until, reserved_until=until if reserved else None, updated_at=now)
+        )
 
 
 def fail_participant(tx: Tx, participant_id: int, reason: str, now: datetime) -> None:
