@@ -13,6 +13,7 @@ import email
 import email.policy
 import json
 import mailbox
+import re
 import shutil
 import socket
 import ssl
@@ -27,6 +28,8 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.actions.delivery import (
     Address,
@@ -42,7 +45,7 @@ from reconciler.actions.delivery import (
 from reconciler.actions.email import html_to_text, render_email
 from reconciler.actions.mime import to_mime
 from reconciler.actions.sink import MaildirSink
-from reconciler.actions.smtp import SmtpSettings, SmtpTransport, transport_from_env
+from reconciler.actions.smtp import SmtpSettings, SmtpTransport, _dot_stuffed, transport_from_env
 from reconciler.errors import ConfigError
 from reconciler.spec.models import Flow
 from tests.conftest import flow_doc
@@ -523,6 +526,21 @@ def test_a_non_ascii_address_goes_out_with_smtputf8(smtp: tuple[Recorder, int]) 
     assert parsed["To"].addresses[0].addr_spec == "åsa@exempel.se"
     assert parsed["To"].addresses[0].display_name == "Åsa Öberg"
     assert parsed["Subject"] == "Välkommen, Åsa"
+
+
+_PIECES = st.sampled_from([b".", b"..", b"\r", b"\n", b"\r\n", b"a", b" "])
+
+
+@given(st.lists(_PIECES).map(b"".join) | st.binary())
+def test_data_is_sent_with_crlf_line_ends_and_leading_dots_doubled(data: bytes) -> None:
+    wire = _dot_stuffed(data)
+    assert wire.endswith(b"\r\n.\r\n")
+    lines = wire[: -len(b"\r\n.\r\n")].split(b"\r\n")
+    assert not any(b"\r" in line or b"\n" in line for line in lines)
+    assert b"." not in lines  # the end of DATA cannot come early
+    # what the server reads back (RFC 5321 4.5.2): the lines of the message, any line ending
+    ended = data if data.endswith((b"\r", b"\n")) else data + b"\n"
+    assert [line[1:] if line.startswith(b".") else line for line in lines] == re.split(rb"\r\n|\r|\n", ended)[:-1]
 
 
 def test_server_down_is_temporary() -> None:

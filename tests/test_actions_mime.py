@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import EmailMessage as MimeMessage
 from typing import Any
 
@@ -175,3 +176,11 @@ def test_the_text_from_the_skeleton_is_the_text_of_the_rendered_html(name: str) 
     assert template.html is not None
     used = isinstance(template.html.skeleton, TextSkeleton)
     assert used == (name in {"plain fields", "links", "lists and tables", "skipped", "safe"}), name  # safe: per message
+
+
+def test_the_date_header_has_whole_seconds_in_the_given_zone() -> None:
+    stockholm = timezone(timedelta(hours=1))
+    first = to_mime(_message(), date=datetime(2026, 1, 5, 10, 0, 7, 999_999, tzinfo=stockholm))
+    again = to_mime(_message(), date=datetime(2026, 1, 5, 9, 0, 7, 1, tzinfo=UTC))
+    assert _parsed(first)["Date"] == "Mon, 05 Jan 2026 10:00:07 +0100"
+    assert _parsed(again)["Date"] == "Mon, 05 Jan 2026 09:00:07 +0000"

@@ -21,7 +21,7 @@ import base64
 import binascii
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.errors import HeaderParseError
 from email.header import Header
 from email.headerregistry import Address as HeaderAddress
@@ -200,6 +200,17 @@ def _boundary(parts: list[tuple[bytes, bytes]]) -> bytes:
 # --- the message ------------------------------------------------------------------------------
 
 
+def _date_header(date: datetime) -> str:
+    """RFC 5322 dates have whole seconds, and a dispatcher sends many messages in one. (The
+    offset is part of the key: the same instant in two zones is two headers.)"""
+    return _formatted_date(date.replace(microsecond=0), date.utcoffset())
+
+
+@lru_cache(maxsize=8)
+def _formatted_date(second: datetime, _offset: timedelta | None) -> str:
+    return format_datetime(second)
+
+
 def to_mime(message: EmailMessage, *, date: datetime | None = None, utf8: bool = False) -> bytes:
     """The message as RFC 5322 bytes with CRLF line ends: ``multipart/alternative`` (text,
     then HTML), inside ``multipart/mixed`` when there are attachments. Non-ASCII subjects
@@ -214,7 +225,7 @@ def to_mime(message: EmailMessage, *, date: datetime | None = None, utf8: bool =
         lines.append(f"Reply-To: {_mailbox(message.reply_to, 'reply-to', utf8)}")
     lines += [
         f"Subject: {_unstructured('Subject', message.subject, utf8)}",
-        f"Date: {format_datetime(date or datetime.now(UTC))}",
+        f"Date: {_date_header(date or datetime.now(UTC))}",
         f"Message-ID: {message_id_header(message)}",
     ]
     reserved = {"from", "to", "reply-to", "subject", "date", "message-id", "mime-version", "content-type"}
