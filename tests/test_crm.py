@@ -24,7 +24,7 @@ from reconciler.crm import (
     import_contacts,
     ingest_events,
 )
-from reconciler.crm.contacts import parse_email
+from reconciler.crm.cells import parse_email
 from reconciler.crm.events import EventInvalid, EventRejected
 from reconciler.errors import UserError
 from reconciler.spec.types import check_email

@@ -6,7 +6,8 @@ file changes nothing. Imports fire no triggers; events do. Nothing here prints.
 """
 
 from reconciler.crm.associates import AssociateImport, import_associates
-from reconciler.crm.contacts import ContactImport, ImportRejected, ImportResult, InputError, Problem, import_contacts
+from reconciler.crm.contacts import ContactImport, import_contacts
+from reconciler.crm.csv_input import ImportRejected, ImportResult, InputError, Problem
 from reconciler.crm.events import (
     EVENT_TYPES,
     EventOutcome,

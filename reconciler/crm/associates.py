@@ -11,17 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconciler.crm.contacts import (
-    ASSOCIATE_LENGTHS,
-    CsvFile,
-    ImportRejected,
-    ImportResult,
-    InputError,
-    Problem,
-    open_lines,
-    parse_bool,
-    parse_email,
-)
+from reconciler.crm.cells import ASSOCIATE_LENGTHS, parse_bool, parse_email
+from reconciler.crm.csv_input import CsvFile, ImportRejected, ImportResult, InputError, Problem, open_lines
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
 

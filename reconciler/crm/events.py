@@ -33,17 +33,8 @@ from pydantic import (
     ValidationError,
 )
 
-from reconciler.crm.contacts import (
-    ContactValues,
-    ImportRejected,
-    InputError,
-    Problem,
-    field_value,
-    open_lines,
-    parse_email,
-    resolve_field,
-    write_companies,
-)
+from reconciler.crm.cells import ContactValues, field_value, parse_email, resolve_field, write_companies
+from reconciler.crm.csv_input import ImportRejected, InputError, Problem, open_lines
 from reconciler.errors import UserError
 from reconciler.spec.types import Name
 from reconciler.state import Store
