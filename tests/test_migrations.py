@@ -12,18 +12,20 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command as alembic
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, insert, inspect, select, text
 
 from reconciler.cli import cli
-from reconciler.state import DatabaseError, Store
-from reconciler.state.database import current_revision, head_revision
+from reconciler.state import DatabaseError, Store, crm
+from reconciler.state.database import _config, current_revision, head_revision
 from reconciler.state.tables import metadata
 
 BOGUS = "ffff0000bogus"
@@ -64,6 +66,46 @@ def test_the_migrations_create_exactly_the_tables_module(database_url: str) -> N
         assert schema_differences(store) == []
         assert table_names(store) == {*metadata.tables, "alembic_version"}
         assert current_revision(store.engine) == head_revision() is not None
+    finally:
+        store.close()
+
+
+def test_attempts_made_before_0009_are_named_after_their_flow(database_url: str) -> None:
+    store = Store.open(database_url)
+    try:
+        now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        row = {"participant_id": None, "revision": 1, "step_id": "s", "kind": "send_email", "payload": {}}
+        with store.engine.begin() as connection:
+            for number, flow in enumerate(["news", "onboarding"], start=1):
+                connection.execute(
+                    insert(crm.outbox).values(
+                        id=number,
+                        idempotency_key=f"k{number}",
+                        flow_name=flow,
+                        contact_email=f"p{number}@x.example",
+                        state="sent",
+                        attempts=1,
+                        next_attempt_at=now,
+                        created_at=now,
+                        updated_at=now,
+                        **row,
+                    )
+                )
+                connection.execute(
+                    insert(crm.outbox_attempts).values(
+                        outbox_id=number, flow_name=flow, attempt=1, started_at=now, outcome="sent"
+                    )
+                )
+        config = _config(store.engine)
+        for target in ("0008", "head"):  # 0008 forgets the names; 0009 finds them again
+            with store.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                (alembic.downgrade if target == "0008" else alembic.upgrade)(config, target)
+        with store.engine.connect() as connection:
+            a = crm.outbox_attempts
+            named = connection.execute(select(a.c.outbox_id, a.c.flow_name).order_by(a.c.outbox_id)).all()
+        assert [tuple(r) for r in named] == [(1, "news"), (2, "onboarding")]
+        assert schema_differences(store) == []
     finally:
         store.close()
 

@@ -350,7 +350,7 @@ class Dispatcher:
             # The rate limit counts the attempts started in the last minute and the rows any
             # dispatcher has reserved but not started yet (this one's too: same transaction).
             budget = Counter(dict.fromkeys({r.flow_name for r in rows}, self.policy.rate_per_minute))
-            budget.subtract(sent_since(tx, now - timedelta(minutes=1)))
+            budget.subtract(sent_since(tx, now - timedelta(minutes=1), budget))
             budget.subtract(reserved_by_flow(tx, now))
             chosen: list[OutboxRow] = []
             held: dict[datetime, list[int]] = {}

@@ -246,9 +246,12 @@ outbox_attempts = Table(
     Column("started_at", When(), nullable=False),
     Column("finished_at", When()),
     Column("outcome", String(12), nullable=False),  # sending | sent | retry | failed | unknown
-    Index("ix_outbox_attempts_started_at", "started_at"),
     Column("detail", Text),
     Column("provider_id", String(200)),
+    # The row's flow, copied: the rate limit counts a flow's attempts of the last minute
+    # from this index alone, without a join to the outbox (migration 0009).
+    Column("flow_name", String(63), nullable=False),
+    Index("ix_outbox_attempts_flow_started", "flow_name", "started_at"),
 )
 
 # One row per step a participant ran: the proof that each step ran once per visit.
