@@ -66,7 +66,7 @@ def _link_text(href: str, words: str) -> str:
 
 
 def _lines(text: str) -> str:
-    lines = [_WHITESPACE.sub(" ", line).strip() for line in text.split("\n")]
+    lines = [" ".join(line.split()) for line in text.split("\n")]  # whitespace runs collapsed, ends stripped
     out: list[str] = []
     for line in lines:
         if line or (out and out[-1]):
@@ -210,11 +210,12 @@ class TextSkeleton:
             raw.append(text)
         collapsed = [_WHITESPACE.sub(" ", v) for v in raw]  # element text; attributes keep theirs
 
+        # (most parts hold no placeholder: a substring test is much cheaper than a substitution)
         def data(part: str) -> str:
-            return _PLACEHOLDER.sub(lambda m: collapsed[int(m.group(1))], part)
+            return _PLACEHOLDER.sub(lambda m: collapsed[int(m.group(1))], part) if _OPEN in part else part
 
         def attribute(part: str) -> str:
-            return _PLACEHOLDER.sub(lambda m: raw[int(m.group(1))], part)
+            return _PLACEHOLDER.sub(lambda m: raw[int(m.group(1))], part) if _OPEN in part else part
 
         return _lines(
             "".join(data(p) if isinstance(p, str) else _link_text(attribute(p.href), data(p.words)) for p in self.parts)
