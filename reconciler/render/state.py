@@ -33,18 +33,15 @@ def _summary(occupancy: Occupancy) -> dict[str, Any]:
 
 
 def _status_row(record: FlowRecord, occupancy: Occupancy, dropouts: Mapping[str, int]) -> dict[str, Any]:
+    steps = _steps_in_order(record, occupancy)
     return {
         "name": record.name,
         "status": record.status,
         "revision": record.revision,
         "participants": {s: occupancy.by_status.get(s, 0) for s in PARTICIPANT_STATUSES},
         "summary": _summary(occupancy),
-        "steps": {step: occupancy.on_step[step] for step in _steps_in_order(record, occupancy)},
-        "next_due": {
-            step: occupancy.next_due[step].isoformat()
-            for step in _steps_in_order(record, occupancy)
-            if step in occupancy.next_due
-        },
+        "steps": {step: occupancy.on_step[step] for step in steps},
+        "next_due": {step: occupancy.next_due[step].isoformat() for step in steps if step in occupancy.next_due},
         "dropout_reasons": dict(sorted(dropouts.items())),
         "updated_at": record.updated_at.isoformat(),
     }
