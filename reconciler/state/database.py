@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
@@ -118,15 +118,21 @@ def current_revision(engine: Engine) -> str | None:
     return heads[0] if heads else None
 
 
+def advisory_xact_lock(connection: Connection, key: int) -> None:
+    """On PostgreSQL, hold advisory lock ``key`` until the transaction ends (others asking
+    for it wait). Elsewhere nothing: SQLite's BEGIN IMMEDIATE serializes writers already."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (a no-op when it is current)."""
     config = _config(engine)
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Two processes opening a fresh database at once: the second waits here,
-                # then finds the schema current. (SQLite's BEGIN IMMEDIATE serializes it.)
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            # Two processes opening a fresh database at once: the second waits here, then
+            # finds the schema current.
+            advisory_xact_lock(connection, MIGRATION_LOCK_KEY)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except DBAPIError as exc:

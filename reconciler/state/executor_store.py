@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.bulk import insert_many, update_many
 from reconciler.state.crm_store import chunks
+from reconciler.state.database import advisory_xact_lock
 from reconciler.state.records import ACTIVE, IN_FLOW
 from reconciler.state.store import Tx
 
@@ -152,10 +153,8 @@ def mark_success(tx: Tx, ids: Sequence[int], now: datetime) -> None:
 
 def lock_event_processing(tx: Tx) -> None:
     """One event processor at a time (PostgreSQL): events are handled in order per
-    contact, and two workers never enroll the same contact from two events at once.
-    SQLite's BEGIN IMMEDIATE already serializes writers."""
-    if tx.c.dialect.name == "postgresql":
-        tx.c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_LOCK_KEY})
+    contact, and two workers never enroll the same contact from two events at once."""
+    advisory_xact_lock(tx.c, EVENT_LOCK_KEY)
 
 
 def status_history(tx: Tx, names: Sequence[str]) -> dict[str, list[tuple[datetime, str | None]]]:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.crm_store import chunks
-from reconciler.state.database import DatabaseError
+from reconciler.state.database import DatabaseError, advisory_xact_lock
 from reconciler.state.records import IN_FLOW
 from reconciler.state.store import Store, Tx
 
@@ -130,9 +130,8 @@ def sent_since(tx: Tx, since: datetime, flows: Iterable[str]) -> dict[str, int]:
 
 def serialize_claims(tx: Tx) -> None:
     """One dispatcher claims at a time (PostgreSQL), so each sees the others' reservations
-    when it works out a flow's rate budget. SQLite's BEGIN IMMEDIATE serializes already."""
-    if tx.c.dialect.name == "postgresql":
-        tx.c.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK_KEY})
+    when it works out a flow's rate budget."""
+    advisory_xact_lock(tx.c, CLAIM_LOCK_KEY)
 
 
 def reserve(tx: Tx, rows: Sequence[OutboxRow], until: datetime, now: datetime) -> None:
