@@ -58,6 +58,7 @@ from reconciler.executor.catalog import Catalog
 from reconciler.executor.facts import company_view
 from reconciler.executor.group_commit import GroupCommit
 from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
+from reconciler.executor.steps import CONTACT_SENDS
 from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
@@ -80,8 +81,6 @@ from reconciler.state.outbox_store import (
 )
 from reconciler.state.store import Tx
 from reconciler.timing import flow_zone, window_opens
-
-CONTACT_SENDS = frozenset({"send_email", "send_sms"})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,18 @@ from reconciler.executor.catalog import Catalog, FlowView
 from reconciler.executor.conditions import Facts, matches
 from reconciler.executor.enrollment import Enroller
 from reconciler.executor.facts import FactLoader, Needs, company_view
-from reconciler.executor.steps import Decision, Effects, Exit, Finish, Hold, Next, StepError, apply_update, render
+from reconciler.executor.steps import (
+    CONTACT_SENDS,
+    Decision,
+    Effects,
+    Exit,
+    Finish,
+    Hold,
+    Next,
+    StepError,
+    apply_update,
+    render,
+)
 from reconciler.spec import steps as s
 from reconciler.spec.models import Flow
 from reconciler.state.crm_store import AssociateRecord, ContactRecord, CrmTx, NewEvent, first_free_slot
@@ -180,7 +191,7 @@ class Batch:
 
     def _send_step(self, p: Claimed, view: FlowView, step: s.Step, contact: ContactRecord) -> Decision:
         flow = view.flow
-        if step.type in ("send_email", "send_sms"):
+        if step.type in CONTACT_SENDS:
             opens = window_opens(flow.spec.settings.sending_window, self.now, view.zone)
             if opens is not None:
                 return Hold(opens, None)

@@ -20,6 +20,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from reconciler.spec.steps import ExitTo
 
+# Sends to the contact: they wait for the flow's sending window (in the executor and again
+# in the dispatcher), and one that fails for good fails its participant.
+CONTACT_SENDS = frozenset({"send_email", "send_sms"})
 _RENDER = SandboxedEnvironment(
     undefined=StrictUndefined, autoescape=False, finalize=lambda value: "" if value is None else value
 )
