@@ -378,20 +378,27 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(args.latency_ms / 1000)
     store = Store.open(f"sqlite:///{directory / 'state.db'}")
     rows: list[Row] = []
+    halves: list[Row] = []  # the naive baseline, before and after
+    dispatched: Row | None = None
     try:
         deploy(store, directory)
         first = 0
         # The baseline in two halves, before and after the dispatcher runs: the VM's speed drifts
         # (the same baseline has varied by half between runs), and bracketing averages it out.
         before = (args.baseline + 1) // 2
-        for count, run in (
-            (before, lambda n: naive(store, server, n, "before")),
-            (args.one_connection, lambda n: run_dispatcher(store, directory, server, n, 1, args.batch_size, False)),
+        for count, run, is_baseline in (
+            (before, lambda n: naive(store, server, n, "before"), True),
+            (
+                args.one_connection,
+                lambda n: run_dispatcher(store, directory, server, n, 1, args.batch_size, False),
+                False,
+            ),
             (
                 args.messages,
                 lambda n: run_dispatcher(store, directory, server, n, args.connections, args.batch_size, args.profile),
+                False,
             ),
-            (args.baseline - before, lambda n: naive(store, server, n, "after")),
+            (args.baseline - before, lambda n: naive(store, server, n, "after"), True),
         ):
             if not count:
                 continue
@@ -399,14 +406,18 @@ def main(argv: list[str] | None = None) -> int:
             enroll(store, first, count)
             first += count
             print(f"setup: {count:,} contacts enrolled, pending rows written in {time.perf_counter() - started:.1f} s")
-            rows.append(run(count))
+            row = run(count)
+            rows.append(row)
+            if is_baseline:
+                halves.append(row)
+            else:
+                dispatched = row  # the last one: the run with --connections
     finally:
         store.close()
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
-    halves = [row for row in rows if row.name.startswith("naive")]
-    dispatched = next(row for row in reversed(rows) if not row.name.startswith("naive"))
+    assert dispatched is not None  # --messages is at least 1
     baseline = Row(
         "naive baseline, both halves",
         sum(r.messages for r in halves),
