@@ -97,10 +97,10 @@ def test_attempts_made_before_0009_are_named_after_their_flow(database_url: str)
                     )
                 )
         config = _config(store.engine)
-        for target in ("0008", "head"):  # 0008 forgets the names; 0009 finds them again
-            with store.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                (alembic.downgrade if target == "0008" else alembic.upgrade)(config, target)
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic.downgrade(config, "0008")  # forgets the names
+            alembic.upgrade(config, "head")  # 0009 finds them again
         with store.engine.connect() as connection:
             a = crm.outbox_attempts
             named = connection.execute(select(a.c.outbox_id, a.c.flow_name).order_by(a.c.outbox_id)).all()
