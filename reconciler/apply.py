@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from reconciler.clock import Clock
 from reconciler.errors import UserError
-from reconciler.lifecycle import NOT_RUNNING, RUNNING, TransitionError, check_action
+from reconciler.lifecycle import TransitionError, check_action
 from reconciler.plan import (
     Create,
     Delete,
@@ -38,6 +38,7 @@ from reconciler.spec.steps import Wait
 from reconciler.state import Store, Tx
 from reconciler.state.lease import hold
 from reconciler.state.records import FlowRecord
+from reconciler.statuses import FlowStatus
 from reconciler.timing import wait_until, zone
 
 APPLY_LEASE = "apply"
@@ -103,17 +104,13 @@ def _without_healing(change: FlowChange, record: FlowRecord | None) -> FlowChang
     the flow back to its applied status go; those an edit needs first (a pause) stay."""
     if record is None:
         return change
-    applied = _applied_status(record)
+    applied = record.applied_status
     if record.status == applied or change.status_after != applied:
         return change  # no out-of-band status, or the specs ask for a new status themselves
     stages = list(change.stages)
     while stages and isinstance(stages[-1], Start | Pause | Resume | End):
         stages.pop()
     return replace(change, stages=tuple(stages))
-
-
-def _applied_status(record: FlowRecord) -> str:
-    return str(record.spec.get("spec", {}).get("status", NOT_RUNNING))
 
 
 class _FlowApplier:
@@ -219,12 +216,12 @@ def change_status(
 ) -> int:
     """A status stage: triggers on/off, queued released, participants cancelled. Returns participants touched."""
     if isinstance(stage, End):
-        tx.set_status(flow.name, NOT_RUNNING, now, origin=origin, actor=actor)
+        tx.set_status(flow.name, FlowStatus.NOT_RUNNING, now, origin=origin, actor=actor)
         return tx.cancel_participants(flow.id, now, ENDED)
     if isinstance(stage, Pause):
-        tx.set_status(flow.name, "paused", now, origin=origin, actor=actor)
+        tx.set_status(flow.name, FlowStatus.PAUSED, now, origin=origin, actor=actor)
         return 0
-    tx.set_status(flow.name, RUNNING, now, origin=origin, actor=actor)
+    tx.set_status(flow.name, FlowStatus.RUNNING, now, origin=origin, actor=actor)
     steps = flow.spec["spec"]["steps"]
     return tx.release_queued(flow.id, steps[0]["id"], flow.revision, now) if steps else 0
 
@@ -241,8 +238,8 @@ _STAGES: dict[str, Start | Pause | Resume | End] = {
 class BreakGlassResult:
     flow: str
     action: str
-    status_before: str
-    status_after: str | None
+    status_before: FlowStatus
+    status_after: FlowStatus | None
     participants: int
 
 
@@ -259,7 +256,7 @@ def break_glass(
         except TransitionError as exc:
             raise UserError(f"flow {name!r}: {exc}") from None
         now = clock.now()
-        if action == "start" or (action == "resume" and target == RUNNING):
+        if action == "start" or (action == "resume" and target == FlowStatus.RUNNING):
             problems = start_blockers(Flow.model_validate(flow.spec))
             if problems:
                 raise UserError(f"flow {name!r} cannot run: " + "; ".join(p.message for p in problems))

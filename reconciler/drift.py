@@ -54,7 +54,7 @@ def detect_drift(
     """Every drift, sorted by flow; ``desired`` None compares with the last applied revisions only."""
     found: list[Drift] = []
     for name, record in actual.items():
-        applied_status = record.spec.get("spec", {}).get("status", "not_running")
+        applied_status = record.applied_status
         if record.status != applied_status:
             change = last_status_changes.get(name)
             how = f" by {change.actor} ({change.origin}) at {change.at:%Y-%m-%d %H:%M}Z" if change else ""

@@ -14,15 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.spec.graph import successors
-from reconciler.spec.models import Flow, FlowStatus
+from reconciler.spec.models import Flow
 from reconciler.spec.steps import WAIT_TYPES, Split
 from reconciler.state.records import Occupancy
+from reconciler.statuses import FlowStatus
 
-NOT_RUNNING, RUNNING, PAUSED = FlowStatus.NOT_RUNNING.value, FlowStatus.RUNNING.value, FlowStatus.PAUSED.value
+NOT_RUNNING, RUNNING, PAUSED = FlowStatus.NOT_RUNNING, FlowStatus.RUNNING, FlowStatus.PAUSED
 STUCK_TYPES = WAIT_TYPES | {"split"}
 
 # (from, to) → the action that makes it. A flow may also be created in any status.
-TRANSITIONS: dict[tuple[str, str], str] = {
+TRANSITIONS: dict[tuple[FlowStatus, FlowStatus], str] = {
     (NOT_RUNNING, RUNNING): "start",
     (NOT_RUNNING, PAUSED): "pause",  # start paused: triggers on, participants queue
     (RUNNING, PAUSED): "pause",
@@ -30,21 +31,21 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (RUNNING, NOT_RUNNING): "end",
     (PAUSED, NOT_RUNNING): "end",
 }
-TARGET = {"start": RUNNING, "resume": RUNNING, "pause": PAUSED, "end": NOT_RUNNING}
+TARGET: dict[str, FlowStatus] = {"start": RUNNING, "resume": RUNNING, "pause": PAUSED, "end": NOT_RUNNING}
 
 
 class TransitionError(ValueError):
     """A status change the lifecycle does not allow."""
 
 
-def transition(before: str, after: str) -> str | None:
+def transition(before: FlowStatus, after: FlowStatus) -> str | None:
     """The action that takes a flow from ``before`` to ``after``; None when they are equal."""
     if before == after:
         return None
     return TRANSITIONS[(before, after)]
 
 
-def check_action(status: str, action: str) -> str:
+def check_action(status: FlowStatus, action: str) -> FlowStatus:
     """The status an imperative ``action`` leads to from ``status``, or TransitionError."""
     if action == "delete":
         if status == RUNNING:

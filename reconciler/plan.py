@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from reconciler.diff import DiffEntry, diff_documents
-from reconciler.lifecycle import NOT_RUNNING, PAUSED, RUNNING, check_edit, transition
+from reconciler.lifecycle import check_edit, transition
 from reconciler.spec import start_blockers
 from reconciler.spec.bundle import FlowBundle, bundle_document, step_files_of
 from reconciler.state.records import FlowRecord, Occupancy
+from reconciler.statuses import FlowStatus
 
 ACTIONS = ("create", "update", "start", "pause", "resume", "end", "delete", "no-op")
 UpdatePolicy = Literal["block", "pause_and_resume"]
@@ -28,7 +29,7 @@ class Create:
     """Create the flow with its spec, directly in its desired status."""
 
     bundle: FlowBundle
-    status: str
+    status: FlowStatus
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,8 @@ class FlowChange:
     diff: tuple[DiffEntry, ...] = ()
     blocked: bool = False
     reason: str | None = None
-    status_before: str | None = None
-    status_after: str | None = None
+    status_before: FlowStatus | None = None
+    status_after: FlowStatus | None = None
     impact: tuple[StepImpact, ...] = ()
     expected_hash: str | None = None  # the actual state the plan was made against
 
@@ -165,7 +166,7 @@ def build_plan(
 
 
 def _create(bundle: FlowBundle) -> FlowChange:
-    status = bundle.flow.spec.status.value
+    status = bundle.flow.spec.status
     diff = tuple(diff_documents(None, bundle.document, None, bundle.file_digests))
     change = FlowChange(bundle.name, "create", (Create(bundle, status),), diff, status_after=status)
     return _readiness(change, bundle)
@@ -174,18 +175,20 @@ def _create(bundle: FlowBundle) -> FlowChange:
 def _delete(record: FlowRecord, occupancy: Occupancy) -> FlowChange:
     diff = (DiffEntry("", record.spec, None),)
     base = FlowChange(record.name, "delete", diff=diff, status_before=record.status, expected_hash=record.content_hash)
-    if record.status == RUNNING:
+    if record.status == FlowStatus.RUNNING:
         return _block(
             base,
             f"flow {record.name!r} is running and cannot be deleted: pause it first "
             f"(reconcile flow pause {record.name}, or apply its spec with status: paused), then apply --prune",
         )
-    stages: tuple[Stage, ...] = (End(occupancy.in_flow), Delete()) if record.status == PAUSED else (Delete(),)
+    stages: tuple[Stage, ...] = (
+        (End(occupancy.in_flow), Delete()) if record.status == FlowStatus.PAUSED else (Delete(),)
+    )
     return replace(base, stages=stages)
 
 
 def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
-    desired_status = bundle.flow.spec.status.value
+    desired_status = bundle.flow.spec.status
     if bundle.content_hash == record.content_hash and record.status == desired_status:
         return FlowChange(
             bundle.name,
@@ -224,12 +227,12 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
     )
     base = replace(base, action="update", impact=impact)
     effective_policy = policy or bundle.flow.spec.update_policy
-    ends_first = desired_status == NOT_RUNNING and record.status != NOT_RUNNING
+    ends_first = desired_status == FlowStatus.NOT_RUNNING and record.status != FlowStatus.NOT_RUNNING
     prefix: list[Stage] = []
     if ends_first:
         prefix = [End(occupancy.in_flow)]
-    elif record.status == RUNNING:
-        if desired_status == RUNNING and effective_policy != "pause_and_resume":
+    elif record.status == FlowStatus.RUNNING:
+        if desired_status == FlowStatus.RUNNING and effective_policy != "pause_and_resume":
             return _block(
                 base,
                 f"flow {bundle.name!r} is running and running flows cannot be edited: set spec.status: paused "
@@ -246,7 +249,7 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
             return _block(base, "; ".join(verdict.blockers), stages=(*prefix, Update(bundle)))
         moves = verdict.moves
     stages = [*prefix, Update(bundle, moves)]
-    now_status = NOT_RUNNING if ends_first else (PAUSED if prefix else record.status)
+    now_status = FlowStatus.NOT_RUNNING if ends_first else (FlowStatus.PAUSED if prefix else record.status)
     action = transition(now_status, desired_status)
     if action is not None:
         stages.append(_status_stage(action, occupancy))
@@ -265,7 +268,7 @@ def _status_stage(action: str | None, occupancy: Occupancy) -> Stage:
 
 def _readiness(change: FlowChange, bundle: FlowBundle) -> FlowChange:
     """Refuse to start or resume a flow whose required settings are missing."""
-    if change.status_after != RUNNING:
+    if change.status_after != FlowStatus.RUNNING:
         return change
     problems = start_blockers(bundle.flow)
     if not problems:

@@ -10,6 +10,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from reconciler.state.records import FlowRecord
+from reconciler.statuses import FlowStatus
 
 HEADER = "# yaml-language-server: $schema=../schemas/flow.schema.json\n"
 
@@ -17,8 +18,8 @@ HEADER = "# yaml-language-server: $schema=../schemas/flow.schema.json\n"
 def exported_document(record: FlowRecord) -> dict[str, Any]:
     """The stored spec with the flow's actual status (break-glass changes included)."""
     document = copy.deepcopy(record.spec)
-    document.setdefault("spec", {})["status"] = record.status
-    if record.status == "not_running":
+    document.setdefault("spec", {})["status"] = record.status.value  # YAML writes plain strings only
+    if record.status == FlowStatus.NOT_RUNNING:
         del document["spec"]["status"]  # the default, as export of a fresh spec would write it
     return document
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from reconciler.diff import DiffEntry
 from reconciler.drift import Drift
-from reconciler.state.records import PARTICIPANT_STATUSES, FlowRecord, Occupancy, ParticipantRecord, RevisionRecord
+from reconciler.state.records import FlowRecord, Occupancy, ParticipantRecord, RevisionRecord
+from reconciler.statuses import FlowStatus, ParticipantStatus
 
 
 def _dumps(value: Any) -> str:
@@ -21,12 +22,12 @@ def _summary(occupancy: Occupancy) -> dict[str, Any]:
     (finished + finished with success) and the success rate."""
     counts = occupancy.by_status
     enrolled = sum(counts.values())
-    completed = counts.get("finished", 0) + counts.get("finished_with_success", 0)
-    rate = counts.get("finished_with_success", 0) / enrolled if enrolled else None
+    completed = counts.get(ParticipantStatus.FINISHED, 0) + counts.get(ParticipantStatus.FINISHED_WITH_SUCCESS, 0)
+    rate = counts.get(ParticipantStatus.FINISHED_WITH_SUCCESS, 0) / enrolled if enrolled else None
     return {
         "enrolled": enrolled,
-        "in_progress": counts.get("active", 0),
-        "queued": counts.get("queued", 0),
+        "in_progress": counts.get(ParticipantStatus.ACTIVE, 0),
+        "queued": counts.get(ParticipantStatus.QUEUED, 0),
         "completed": completed,
         "success_rate": round(rate, 4) if rate is not None else None,
     }
@@ -38,7 +39,7 @@ def _status_row(record: FlowRecord, occupancy: Occupancy, dropouts: Mapping[str,
         "name": record.name,
         "status": record.status,
         "revision": record.revision,
-        "participants": {s: occupancy.by_status.get(s, 0) for s in PARTICIPANT_STATUSES},
+        "participants": {s.value: occupancy.by_status.get(s, 0) for s in ParticipantStatus},
         "summary": _summary(occupancy),
         "steps": {step: occupancy.on_step[step] for step in steps},
         "next_due": {step: occupancy.next_due[step].isoformat() for step in steps if step in occupancy.next_due},
@@ -71,7 +72,7 @@ def _when_due(record: FlowRecord, occupancy: Occupancy, step: str, now: datetime
     """When the first participant on a step of a running flow moves on: the answer to
     "why is nobody moving?" (a wait, the sending window, or an executor that is not running)."""
     due = occupancy.next_due.get(step)
-    if due is None or now is None or record.status != "running":
+    if due is None or now is None or record.status != FlowStatus.RUNNING:
         return ""
     if due <= now:
         return ", due now"
@@ -96,7 +97,7 @@ def status_text(
             f"{flow.name:<28} {flow.status:<12} {flow.revision:>3} {summary['enrolled']:>8} "
             f"{summary['in_progress']:>6} {summary['completed']:>6} {rate:>7}"
         )
-        shown = ", ".join(f"{s} {n}" for s in PARTICIPANT_STATUSES if (n := counts.by_status.get(s, 0)))
+        shown = ", ".join(f"{s} {n}" for s in ParticipantStatus if (n := counts.by_status.get(s, 0)))
         if shown:
             lines.append(f"    participants: {shown}")
         for step in _steps_in_order(flow, counts):

@@ -18,7 +18,7 @@ from reconciler.spec.conditions import AllOf, AnyOf, Condition, LinkClickedCondi
 from reconciler.spec.graph import cycle_without_wait, unreachable
 from reconciler.spec.loader import LoadedFlow, SpecSet, display_path
 from reconciler.spec.locate import PathPart
-from reconciler.spec.models import Flow, FlowStatus
+from reconciler.spec.models import Flow
 from reconciler.spec.sms_segments import count_sms, describe_text
 from reconciler.spec.steps import (
     CreateFollowUp,
@@ -36,6 +36,7 @@ from reconciler.spec.steps import (
     WaitForAction,
 )
 from reconciler.spec.templates import template_problems
+from reconciler.statuses import FlowStatus
 
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
 WARNING = Severity.WARNING

@@ -6,7 +6,6 @@ on their own fields; everything that spans the flow is in ``checks``.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -16,14 +15,9 @@ from reconciler.spec.conditions import Condition
 from reconciler.spec.events import Criterion, Trigger
 from reconciler.spec.steps import ExitTo, Step, check_sms_sender
 from reconciler.spec.types import EmailAddress, Label, Name, TimeOfDay, Timezone
+from reconciler.statuses import FlowStatus
 
 API_VERSION = "reconciler/v1"
-
-
-class FlowStatus(StrEnum):
-    NOT_RUNNING = "not_running"
-    RUNNING = "running"
-    PAUSED = "paused"
 
 
 class Metadata(SpecModel):

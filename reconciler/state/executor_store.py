@@ -22,8 +22,8 @@ from reconciler.state import tables as t
 from reconciler.state.bulk import insert_many, update_many
 from reconciler.state.crm_store import chunks
 from reconciler.state.database import advisory_xact_lock
-from reconciler.state.records import ACTIVE, IN_FLOW
 from reconciler.state.store import Tx
+from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus
 
 EVENT_LOCK_KEY = 0x72656376  # "recv": the advisory lock around event processing
 _PARTICIPANT_FIELDS = (
@@ -47,7 +47,7 @@ class Claimed:
     flow_id: int
     flow_name: str
     contact: str
-    status: str
+    status: str  # a ParticipantStatus read back; ``str`` while the executor assigns plain ``str``-typed values
     step_id: str | None
     due_at: datetime | None
     reason: str | None
@@ -64,7 +64,7 @@ class Participation:
     id: int
     flow_name: str
     contact: str
-    status: str
+    status: ParticipantStatus
     step_id: str | None
     step_state: str | None
 
@@ -75,7 +75,7 @@ def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
     query = (
         select(*columns)
         .join(f, f.c.id == p.c.flow_id)
-        .where(p.c.status == ACTIVE, p.c.due_at <= now, f.c.status == "running")
+        .where(p.c.status == ParticipantStatus.ACTIVE, p.c.due_at <= now, f.c.status == FlowStatus.RUNNING)
         .order_by(p.c.due_at, p.c.id)
         .limit(limit)
     )

@@ -21,8 +21,8 @@ from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.crm_store import chunks
 from reconciler.state.database import DatabaseError, advisory_xact_lock
-from reconciler.state.records import IN_FLOW
 from reconciler.state.store import Store, Tx
+from reconciler.statuses import IN_FLOW, ParticipantStatus
 
 STATES = ("pending", "sending", "sent", "failed", "unknown")
 CLAIM_LOCK_KEY = 0x72656364  # "recd": the advisory lock around a dispatcher's claim
@@ -309,7 +309,7 @@ def fail_participant(tx: Tx, participant_id: int, reason: str, now: datetime) ->
     tx.c.execute(
         update(p)
         .where(p.c.id == participant_id, p.c.status.in_(IN_FLOW))
-        .values(status="failed", reason=reason[:500], due_at=None, finished_at=now, updated_at=now)
+        .values(status=ParticipantStatus.FAILED, reason=reason[:500], due_at=None, finished_at=now, updated_at=now)
     )
 
 

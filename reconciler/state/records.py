@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Participant statuses (DESIGN.md section 1).
-QUEUED = "queued"
-ACTIVE = "active"
-FINISHED = "finished"
-FINISHED_WITH_SUCCESS = "finished_with_success"
-DROPPED_OUT = "dropped_out"
-CANCELLED = "cancelled"
-FAILED = "failed"
-PARTICIPANT_STATUSES = (QUEUED, ACTIVE, FINISHED, FINISHED_WITH_SUCCESS, DROPPED_OUT, CANCELLED, FAILED)
-IN_FLOW = (QUEUED, ACTIVE)
+from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus
+
+# The participant statuses by their short names (DESIGN.md section 1), as the executor spells them.
+QUEUED = ParticipantStatus.QUEUED
+ACTIVE = ParticipantStatus.ACTIVE
+FINISHED = ParticipantStatus.FINISHED
+FINISHED_WITH_SUCCESS = ParticipantStatus.FINISHED_WITH_SUCCESS
+DROPPED_OUT = ParticipantStatus.DROPPED_OUT
+CANCELLED = ParticipantStatus.CANCELLED
+FAILED = ParticipantStatus.FAILED
+PARTICIPANT_STATUSES = tuple(ParticipantStatus)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class FlowRecord:
 
     id: int
     name: str
-    status: str
+    status: FlowStatus
     revision: int
     spec: dict[str, Any]
     files: dict[str, str]
@@ -32,6 +33,11 @@ class FlowRecord:
     created_at: datetime
     updated_at: datetime
     status_changed_at: datetime
+
+    @property
+    def applied_status(self) -> FlowStatus:
+        """The status its stored spec declares (``status`` may differ: a break-glass change)."""
+        return FlowStatus(self.spec.get("spec", {}).get("status", FlowStatus.NOT_RUNNING))
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class RevisionRecord:
     flow_name: str
     revision: int
     kind: str
-    status: str | None
+    status: FlowStatus | None
     spec: dict[str, Any] | None
     files: dict[str, str] | None
     content_hash: str | None
@@ -54,8 +60,8 @@ class RevisionRecord:
 @dataclass(frozen=True)
 class StatusChange:
     flow_name: str
-    from_status: str | None
-    to_status: str | None
+    from_status: FlowStatus | None
+    to_status: FlowStatus | None
     at: datetime
     origin: str
     actor: str
@@ -65,7 +71,7 @@ class StatusChange:
 class Occupancy:
     """Where a flow's participants are: counts per status, and per step for those in the flow."""
 
-    by_status: dict[str, int] = field(default_factory=dict)
+    by_status: dict[ParticipantStatus, int] = field(default_factory=dict)
     on_step: dict[str, int] = field(default_factory=dict)  # active participants per step id
     waiting: dict[str, int] = field(default_factory=dict)  # of those, waiting out a wait step
     next_due: dict[str, datetime] = field(default_factory=dict)  # the earliest due time of those per step
@@ -89,7 +95,7 @@ class ParticipantRecord:
     id: int
     flow_name: str
     contact: str
-    status: str
+    status: ParticipantStatus
     step_id: str | None
     due_at: datetime | None
     reason: str | None
@@ -105,3 +111,24 @@ class LeaseRecord:
     acquired_at: datetime
     expires_at: datetime
     heartbeat_at: datetime
+
+
+__all__ = [
+    "ACTIVE",
+    "CANCELLED",
+    "DROPPED_OUT",
+    "FAILED",
+    "FINISHED",
+    "FINISHED_WITH_SUCCESS",
+    "IN_FLOW",
+    "PARTICIPANT_STATUSES",
+    "QUEUED",
+    "FlowRecord",
+    "FlowStatus",
+    "LeaseRecord",
+    "Occupancy",
+    "ParticipantRecord",
+    "ParticipantStatus",
+    "RevisionRecord",
+    "StatusChange",
+]

@@ -20,11 +20,6 @@ from reconciler.state import crm
 from reconciler.state import tables as t
 from reconciler.state.database import READ_ONLY, DatabaseError, connect, ensure_current
 from reconciler.state.records import (
-    ACTIVE,
-    CANCELLED,
-    DROPPED_OUT,
-    IN_FLOW,
-    QUEUED,
     FlowRecord,
     LeaseRecord,
     Occupancy,
@@ -32,6 +27,7 @@ from reconciler.state.records import (
     RevisionRecord,
     StatusChange,
 )
+from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus
 
 
 class Store:
@@ -92,7 +88,7 @@ class Store:
         query = (
             select(func.min(p.c.due_at))
             .join(f, f.c.id == p.c.flow_id)
-            .where(p.c.status == ACTIVE, f.c.status == "running")
+            .where(p.c.status == ParticipantStatus.ACTIVE, f.c.status == FlowStatus.RUNNING)
         )
         with self._read() as c:
             value = c.execute(query).scalar()
@@ -104,7 +100,7 @@ class Store:
         query = (
             select(f.c.name, p.c.reason, func.count())
             .join(f, f.c.id == p.c.flow_id)
-            .where(p.c.status == DROPPED_OUT)
+            .where(p.c.status == ParticipantStatus.DROPPED_OUT)
             .group_by(f.c.name, p.c.reason)
         )
         found: dict[str, dict[str, int]] = {}
@@ -189,7 +185,14 @@ class Tx:
                 self.c.execute(insert(t.blobs).values(sha256=sha256, size=len(data), data=data))
 
     def create_flow(
-        self, name: str, status: str, *, spec: dict[str, Any], files: dict[str, str], content_hash: str, now: datetime
+        self,
+        name: str,
+        status: FlowStatus,
+        *,
+        spec: dict[str, Any],
+        files: dict[str, str],
+        content_hash: str,
+        now: datetime,
     ) -> FlowRecord:
         self.c.execute(
             insert(t.flows).values(
@@ -249,9 +252,9 @@ class Tx:
             self.c.execute(update(t.flows).where(t.flows.c.name == name).values(revision=number))
         return number
 
-    def set_status(self, name: str, status: str, now: datetime, *, origin: str, actor: str) -> str:
+    def set_status(self, name: str, status: FlowStatus, now: datetime, *, origin: str, actor: str) -> FlowStatus:
         """Set a flow's status; returns the status it had."""
-        before = self.c.execute(select(t.flows.c.status).where(t.flows.c.name == name)).scalar_one()
+        before: FlowStatus = self.c.execute(select(t.flows.c.status).where(t.flows.c.name == name)).scalar_one()
         self.c.execute(
             update(t.flows).where(t.flows.c.name == name).values(status=status, status_changed_at=now, updated_at=now)
         )
@@ -260,7 +263,7 @@ class Tx:
                 flow_name=name, from_status=before, to_status=status, at=now, origin=origin, actor=actor
             )
         )
-        return str(before)
+        return before
 
     def delete_flow(self, name: str, now: datetime, *, origin: str, actor: str) -> None:
         flow_id = self.c.execute(select(t.flows.c.id).where(t.flows.c.name == name)).scalar_one()
@@ -280,7 +283,7 @@ class Tx:
         result = self.c.execute(
             update(t.participants)
             .where(t.participants.c.flow_id == flow_id, t.participants.c.status.in_(IN_FLOW))
-            .values(status=CANCELLED, reason=reason, due_at=None, updated_at=now)
+            .values(status=ParticipantStatus.CANCELLED, reason=reason, due_at=None, updated_at=now)
         )
         return int(result.rowcount)
 
@@ -288,15 +291,20 @@ class Tx:
         """Queued participants go to the first step (on resume or start)."""
         result = self.c.execute(
             update(t.participants)
-            .where(t.participants.c.flow_id == flow_id, t.participants.c.status == QUEUED)
-            .values(status=ACTIVE, step_id=first_step, due_at=now, revision_seen=revision, updated_at=now)
+            .where(t.participants.c.flow_id == flow_id, t.participants.c.status == ParticipantStatus.QUEUED)
+            .values(
+                status=ParticipantStatus.ACTIVE, step_id=first_step, due_at=now, revision_seen=revision, updated_at=now
+            )
         )
         return int(result.rowcount)
 
     def waiting_on(self, flow_id: int, step_id: str) -> list[tuple[int, datetime | None]]:
         p = t.participants
         query = select(p.c.id, p.c.due_at).where(
-            p.c.flow_id == flow_id, p.c.status == ACTIVE, p.c.step_id == step_id, p.c.step_state == "waiting"
+            p.c.flow_id == flow_id,
+            p.c.status == ParticipantStatus.ACTIVE,
+            p.c.step_id == step_id,
+            p.c.step_state == "waiting",
         )
         return [(int(i), due) for i, due in self.c.execute(query)]
 
@@ -311,7 +319,7 @@ class Tx:
             update(t.participants)
             .where(
                 t.participants.c.flow_id == flow_id,
-                t.participants.c.status == ACTIVE,
+                t.participants.c.status == ParticipantStatus.ACTIVE,
                 t.participants.c.step_id == from_step,
             )
             .values(step_id=to_step, due_at=now, updated_at=now)
@@ -323,7 +331,7 @@ class Tx:
         flow_name: str,
         contact: str,
         *,
-        status: str,
+        status: ParticipantStatus,
         step_id: str | None,
         now: datetime,
         due_at: datetime | None = None,
@@ -421,7 +429,7 @@ def _flow_or_none(c: Connection, name: str) -> FlowRecord | None:
 
 def _occupancy(c: Connection) -> dict[str, Occupancy]:
     p, f = t.participants, t.flows
-    by_status: dict[str, dict[str, int]] = {}
+    by_status: dict[str, dict[ParticipantStatus, int]] = {}
     on_step: dict[str, dict[str, int]] = {}
     for name, status, count in c.execute(
         select(f.c.name, p.c.status, func.count()).join(f, f.c.id == p.c.flow_id).group_by(f.c.name, p.c.status)
@@ -432,7 +440,7 @@ def _occupancy(c: Connection) -> dict[str, Occupancy]:
     for name, step, state, count, earliest in c.execute(
         select(f.c.name, p.c.step_id, p.c.step_state, func.count(), func.min(p.c.due_at))
         .join(f, f.c.id == p.c.flow_id)
-        .where(p.c.status == ACTIVE)
+        .where(p.c.status == ParticipantStatus.ACTIVE)
         .group_by(f.c.name, p.c.step_id, p.c.step_state)
     ):
         steps = on_step.setdefault(name, {})

@@ -9,6 +9,7 @@ that the two agree.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+from reconciler.statuses import FlowStatus, ParticipantStatus
 
 metadata = MetaData(
     naming_convention={
@@ -56,12 +59,33 @@ class When(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_Status = TypeVar("_Status", FlowStatus, ParticipantStatus)
+
+
+class Status(TypeDecorator[_Status]):
+    """A status column: its plain string value goes in (an unknown status is refused
+    before it reaches the database), the enum member comes out."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, statuses: type[_Status], length: int) -> None:
+        super().__init__(length)
+        self.statuses: type[_Status] = statuses
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.statuses(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> _Status | None:
+        return None if value is None else self.statuses(value)
+
+
 flows = Table(
     "flows",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(63), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),
+    Column("status", Status(FlowStatus, 16), nullable=False),
     Column("revision", Integer, nullable=False),
     Column("spec", JSON, nullable=False),
     Column("files", JSON, nullable=False),
@@ -79,7 +103,7 @@ revisions = Table(
     Column("flow_name", String(63), nullable=False),
     Column("revision", Integer, nullable=False),
     Column("kind", String(16), nullable=False),  # apply | delete
-    Column("status", String(16), nullable=True),
+    Column("status", Status(FlowStatus, 16), nullable=True),
     Column("spec", JSON, nullable=True),
     Column("files", JSON, nullable=True),
     Column("content_hash", String(64), nullable=True),
@@ -95,8 +119,8 @@ status_changes = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow_name", String(63), nullable=False, index=True),
-    Column("from_status", String(16), nullable=True),
-    Column("to_status", String(16), nullable=True),
+    Column("from_status", Status(FlowStatus, 16), nullable=True),
+    Column("to_status", Status(FlowStatus, 16), nullable=True),
     Column("at", When(), nullable=False),
     Column("origin", String(16), nullable=False),  # apply | break-glass
     Column("actor", String(200), nullable=False),
@@ -108,7 +132,7 @@ participants = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow_id", Integer, ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
     Column("contact", String(320), nullable=False),
-    Column("status", String(24), nullable=False),
+    Column("status", Status(ParticipantStatus, 24), nullable=False),
     Column("step_id", String(63), nullable=True),
     Column("due_at", When(), nullable=True),
     Column("reason", Text, nullable=True),

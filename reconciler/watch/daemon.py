@@ -34,7 +34,7 @@ from reconciler.state import Store
 from reconciler.state.lease import Lease, new_holder, try_acquire
 from reconciler.state.outbox_store import STATES as OUTBOX_STATES
 from reconciler.state.outbox_store import outbox_counts
-from reconciler.state.records import PARTICIPANT_STATUSES
+from reconciler.statuses import ParticipantStatus
 from reconciler.watch.metrics import Metrics
 
 log = logging.getLogger("reconciler.watch")
@@ -233,7 +233,7 @@ class Daemon:
         occupancy = self.store.occupancy()
         self.metrics.participants.clear()  # flows deleted since the last round lose their series
         for flow, counts in occupancy.items():
-            for status in PARTICIPANT_STATUSES:
+            for status in ParticipantStatus:
                 self.metrics.participants.labels(flow, status).set(counts.by_status.get(status, 0))
         with self.store.reading() as tx:
             outbox = outbox_counts(tx)
