@@ -27,15 +27,26 @@ state tables have none; server defaults apply) and no RETURNING.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
 
 _Processor = Callable[[Any], Any]
+CHUNK = 500  # rows per IN (...) or executemany batch
+# ``column.in_(EACH)`` with ``{"each": values}``: the list goes in as one expanding
+# parameter, not as a literal SQLAlchemy coerces value by value (hot reads of a batch).
+EACH: BindParameter[Any] = bindparam("each", expanding=True)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices of ``size``: IN lists and statements of a bounded length."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

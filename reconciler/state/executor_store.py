@@ -19,8 +19,7 @@ from sqlalchemy import func, select, update
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
-from reconciler.state.bulk import insert_many, update_many
-from reconciler.state.crm_store import chunks
+from reconciler.state.bulk import chunks, insert_many, update_many
 from reconciler.state.database import advisory_xact_lock
 from reconciler.state.store import Tx
 from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus

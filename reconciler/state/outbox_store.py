@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from reconciler.state import crm as c
 from reconciler.state import tables as t
-from reconciler.state.crm_store import chunks
+from reconciler.state.bulk import chunks
 from reconciler.state.database import DatabaseError, advisory_xact_lock
 from reconciler.state.store import Store, Tx
 from reconciler.statuses import IN_FLOW, ParticipantStatus
