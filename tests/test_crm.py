@@ -25,7 +25,8 @@ from reconciler.crm import (
     ingest_events,
 )
 from reconciler.crm.cells import parse_email
-from reconciler.crm.events import EventInvalid, EventRejected
+from reconciler.crm.event_validation import EventInvalid
+from reconciler.crm.ingest import EventRejected
 from reconciler.errors import UserError
 from reconciler.spec.types import check_email
 from reconciler.state import Store

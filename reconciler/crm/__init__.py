@@ -8,15 +8,9 @@ file changes nothing. Imports fire no triggers; events do. Nothing here prints.
 from reconciler.crm.associates import AssociateImport, import_associates
 from reconciler.crm.contacts import ContactImport, import_contacts
 from reconciler.crm.csv_input import ImportRejected, ImportResult, InputError, Problem
-from reconciler.crm.events import (
-    EVENT_TYPES,
-    EventOutcome,
-    IngestResult,
-    SelectionAdd,
-    add_to_selection,
-    emit_event,
-    ingest_events,
-)
+from reconciler.crm.event_validation import EVENT_TYPES
+from reconciler.crm.ingest import EventOutcome, IngestResult, emit_event, ingest_events
+from reconciler.crm.selections import SelectionAdd, add_to_selection
 
 __all__ = [
     "EVENT_TYPES",
