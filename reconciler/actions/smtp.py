@@ -1,10 +1,8 @@
 """E-mail delivery over SMTP with the standard library, configured by one URL.
 
-``RECONCILER_SMTP_URL`` is ``smtp://[user:password@]host[:port][?starttls=true]``
-(port 25; ``starttls=optional`` uses TLS when offered, ``true`` insists on it) or
-``smtps://…`` (implicit TLS, port 465); ``helo=name`` sets the EHLO name. User and
-password are percent-decoded. The password lives only in this object: ``repr`` and
-every error text are redacted, and nothing here writes it anywhere.
+``RECONCILER_SMTP_URL`` (see ``smtp_settings``) says where; the password lives only
+in the settings object: ``repr`` and every error text are redacted, and nothing
+here writes it anywhere.
 
 Connections are kept open across sends (a dispatcher drains many rows in a row) in
 a small pool: a send takes an idle connection or opens one, and gives it back, so
@@ -22,15 +20,13 @@ blindly. The transport is safe to share between threads.
 from __future__ import annotations
 
 import base64
-import re
 import smtplib
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from dataclasses import dataclass
+from urllib.parse import quote
 
 from reconciler.actions.delivery import (
     DeliveryError,
@@ -42,78 +38,22 @@ from reconciler.actions.delivery import (
     TemporaryDeliveryError,
 )
 from reconciler.actions.mime import message_id_header, to_mime
-from reconciler.errors import ConfigError
+from reconciler.actions.smtp_protocol import (
+    QUEUED_AS,
+    BrokenConnection,
+    classify_reply,
+    command,
+    describe_oserror,
+    describe_reply,
+    login,
+    reply_text,
+)
+from reconciler.actions.smtp_protocol import dot_stuffed as _dot_stuffed  # the name the tests import
+from reconciler.actions.smtp_settings import SMTP_URL_VARIABLE, SmtpSettings
 
 __all__ = ["SMTP_URL_VARIABLE", "SmtpSettings", "SmtpTransport", "transport_from_env"]
 
-SMTP_URL_VARIABLE = "RECONCILER_SMTP_URL"
-_PORTS = {"smtp": 25, "smtps": 465}
-_STARTTLS: dict[str, Literal["off", "optional", "required"]] = {
-    **dict.fromkeys(("", "false", "no", "off", "0"), "off"),
-    "optional": "optional",
-    **dict.fromkeys(("true", "yes", "on", "1", "required"), "required"),
-}
-_QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.IGNORECASE)
 _SEND_RATE = 250_000  # bytes per second we allow at least for handing over the content
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    """A parsed ``RECONCILER_SMTP_URL``; ``redacted`` is safe to show."""
-
-    scheme: Literal["smtp", "smtps"]
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    starttls: Literal["off", "optional", "required"] = "off"
-    helo: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> SmtpSettings:
-        parts = urlsplit(url.strip())
-        shown = _redact_url(url)
-        scheme = parts.scheme.lower()
-        if scheme not in _PORTS:
-            raise ConfigError(f"{SMTP_URL_VARIABLE} must start with smtp:// or smtps:// (got {shown})")
-        if not parts.hostname:
-            raise ConfigError(f"{SMTP_URL_VARIABLE} has no host: {shown}")
-        try:
-            port = parts.port or _PORTS[scheme]
-        except ValueError:
-            raise ConfigError(f"{SMTP_URL_VARIABLE} has an invalid port: {shown}") from None
-        if parts.path not in ("", "/"):
-            raise ConfigError(f"{SMTP_URL_VARIABLE} takes no path: {shown}")
-        options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(options) - {"starttls", "helo"})
-        if unknown:
-            raise ConfigError(f"{SMTP_URL_VARIABLE}: unknown option(s) {', '.join(unknown)}; known: helo, starttls")
-        starttls = _STARTTLS.get(options.get("starttls", "").lower())
-        if starttls is None:
-            raise ConfigError(f"{SMTP_URL_VARIABLE}: starttls must be true, optional or false")
-        if scheme == "smtps" and starttls != "off":
-            raise ConfigError(f"{SMTP_URL_VARIABLE}: smtps:// is TLS from the start; starttls is for smtp://")
-        return cls(
-            scheme="smtps" if scheme == "smtps" else "smtp",
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            starttls=starttls,
-            helo=options.get("helo") or None,
-        )
-
-    @property
-    def redacted(self) -> str:
-        user = f"{quote(self.username, safe='')}{':***' if self.password is not None else ''}@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        query = "?starttls=" + ("true" if self.starttls == "required" else "optional") if self.starttls != "off" else ""
-        return f"{self.scheme}://{user}{host}:{self.port}{query}"
-
-
-def _redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages about a URL we cannot parse."""
-    return re.sub(r"(//[^/@:?#]*:)[^@/?#]*@", r"\1***@", url)
 
 
 @dataclass
@@ -171,7 +111,7 @@ class SmtpTransport:
             connection, reused = self._take()
             try:
                 return self._transaction(connection, message, data, utf8, message_id)
-            except _Broken as exc:
+            except BrokenConnection as exc:
                 connection.broken = True
                 if not reused:
                     raise TemporaryDeliveryError(exc.detail) from None
@@ -181,7 +121,7 @@ class SmtpTransport:
             connection = self._open()
             try:
                 return self._transaction(connection, message, data, utf8, message_id)
-            except _Broken as exc:
+            except BrokenConnection as exc:
                 connection.broken = True
                 raise TemporaryDeliveryError(exc.detail) from None
             finally:
@@ -260,25 +200,25 @@ class SmtpTransport:
                 elif s.starttls == "required":
                     raise TemporaryDeliveryError(f"{where} does not offer STARTTLS, which {SMTP_URL_VARIABLE} requires")
             if s.username:
-                _login(smtp, s.username, s.password or "")
+                login(smtp, s.username, s.password or "")
         except BaseException as exc:
             if smtp is not None:
                 smtp.close()
             if isinstance(exc, smtplib.SMTPAuthenticationError):
                 raise TemporaryDeliveryError(
-                    f"{where} refused the login of {s.username!r}: {_reply(exc.smtp_code, exc.smtp_error)}"
+                    f"{where} refused the login of {s.username!r}: {describe_reply(exc.smtp_code, exc.smtp_error)}"
                 ) from None
             if isinstance(exc, smtplib.SMTPNotSupportedError):
                 hint = " (try ?starttls=true)" if s.scheme == "smtp" and s.starttls == "off" else ""
                 raise TemporaryDeliveryError(f"{where} does not offer AUTH for the login{hint}") from None
             if isinstance(exc, smtplib.SMTPResponseException):
                 raise TemporaryDeliveryError(
-                    f"{where} refused the session: {_reply(exc.smtp_code, exc.smtp_error)}"
+                    f"{where} refused the session: {describe_reply(exc.smtp_code, exc.smtp_error)}"
                 ) from None
             if isinstance(exc, ssl.SSLError):
                 raise TemporaryDeliveryError(f"TLS with {where} failed: {exc}") from None
             if isinstance(exc, OSError):
-                raise TemporaryDeliveryError(f"cannot connect to {where}: {_oserror(exc)}") from None
+                raise TemporaryDeliveryError(f"cannot connect to {where}: {describe_oserror(exc)}") from None
             raise
         return smtp
 
@@ -303,8 +243,8 @@ class SmtpTransport:
         except DeliveryError:
             raise
         except (OSError, smtplib.SMTPException) as exc:  # before the content: nothing was handed over
-            raise _Broken(
-                f"connection to the SMTP server failed before the message was sent: {_oserror(exc)}"
+            raise BrokenConnection(
+                f"connection to the SMTP server failed before the message was sent: {describe_oserror(exc)}"
             ) from None
         try:
             if smtp.sock is not None:
@@ -319,11 +259,11 @@ class SmtpTransport:
             connection.broken = True
             raise OutcomeUnknown(
                 "the SMTP server did not confirm the message after it was sent "
-                f"({_oserror(exc)}); it may have been delivered"
+                f"({describe_oserror(exc)}); it may have been delivered"
             ) from None
         if 200 <= code < 300:
-            text = _text(reply)
-            found = _QUEUED_AS.search(text)
+            text = reply_text(reply)
+            found = QUEUED_AS.search(text)
             return Receipt(
                 provider_id=found.group(1) if found else None,
                 detail=f"{code} {text}".strip(),
@@ -331,7 +271,7 @@ class SmtpTransport:
             )
         if code == 421:
             connection.broken = True
-        raise _classify("the SMTP server refused the message", code, reply)
+        raise classify_reply("the SMTP server refused the message", code, reply)
 
     def _envelope(self, connection: _Connection, message: EmailMessage, options: list[str], utf8: bool) -> None:
         """MAIL, RCPT and DATA, up to the server's 354. Pipelined (RFC 2920: one write, then
@@ -348,11 +288,11 @@ class SmtpTransport:
         else:
             for step, ok in enumerate(expected):
                 if step == 0:  # smtplib switches the command encoding to UTF-8 for SMTPUTF8
-                    reply = smtp.mail(sender, options) if utf8 else _command(smtp, "mail", mail)
+                    reply = smtp.mail(sender, options) if utf8 else command(smtp, "mail", mail)
                 elif step == 1:
-                    reply = smtp.rcpt(recipient) if utf8 else _command(smtp, "rcpt", f"TO:<{recipient}>")
+                    reply = smtp.rcpt(recipient) if utf8 else command(smtp, "rcpt", f"TO:<{recipient}>")
                 else:
-                    reply = _command(smtp, "data", "")
+                    reply = command(smtp, "data", "")
                 replies.append(reply)
                 if reply[0] not in ok:
                     break
@@ -371,7 +311,7 @@ class SmtpTransport:
                 connection.smtp.rset()
             except (OSError, smtplib.SMTPException):
                 connection.broken = True
-        return _classify(f"the SMTP server refused the {what}", code, reply)
+        return classify_reply(f"the SMTP server refused the {what}", code, reply)
 
     def _redact(self, text: str) -> str:
         password = self.settings.password
@@ -387,70 +327,6 @@ class SmtpTransport:
         for secret in sorted(secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
-
-
-def _command(smtp: smtplib.SMTP, name: str, argument: str) -> tuple[int, bytes]:
-    smtp.putcmd(name, argument)
-    return smtp.getreply()
-
-
-def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
-    """``smtp.login``, plus AUTH PLAIN in UTF-8 (RFC 4616) for credentials that are not
-    ASCII, which smtplib cannot encode."""
-    if (user + password).isascii():
-        smtp.login(user, password)
-        return
-    if not smtp.has_extn("auth"):
-        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
-    if "PLAIN" not in smtp.esmtp_features["auth"].upper().split():
-        raise smtplib.SMTPAuthenticationError(504, b"non-ASCII credentials need AUTH PLAIN, which is not offered")
-    token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode("ascii")
-    code, reply = smtp.docmd("AUTH", f"PLAIN {token}")
-    if code not in (235, 503):  # 503: already authenticated
-        raise smtplib.SMTPAuthenticationError(code, reply)
-
-
-class _Broken(Exception):
-    """The connection failed before the content was handed over; safe to retry."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _classify(what: str, code: int, reply: bytes) -> DeliveryError:
-    text = f"{what}: {_reply(code, reply)}"
-    if 500 <= code < 600:
-        return PermanentDeliveryError(text)
-    return TemporaryDeliveryError(text)
-
-
-def _text(reply: bytes | str) -> str:
-    raw = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    return " ".join(raw.split())
-
-
-def _reply(code: int, reply: bytes | str) -> str:
-    return f"{code} {_text(reply)}".strip()
-
-
-def _oserror(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return text or type(exc).__name__
-
-
-def _dot_stuffed(data: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, leading dots doubled, ``CRLF.CRLF`` at the end.
-    (``bytes.replace`` passes, three times faster than regular expressions: this runs on
-    every message.)"""
-    body = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
-    if body.startswith(b"."):
-        body = b"." + body
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
 
 
 def transport_from_env(env: Mapping[str, str]) -> EmailTransport | None:
