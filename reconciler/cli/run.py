@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
-from pathlib import Path
-from types import FrameType
 
 import click
 
-from reconciler.actions import sink, sms_http, smtp
 from reconciler.cli.app import Context, cli, pass_context
-from reconciler.config import registered_scripts
-from reconciler.executor import BATCH_SIZE, Executor
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.executor import BATCH_SIZE
 from reconciler.render.outbox import outbox_json, outbox_text
+from reconciler.runtime import RuntimeSettings, open_runtime, run_rounds, stop_on_signals
 from reconciler.state.outbox_store import outbox_counts, outbox_rows
-
-SINK_DIRECTORY = Path(".reconciler/outbox")
-
-
-def transports(script_timeout: float) -> Transports:
-    """SMTP and the SMS provider from the environment; the local maildir sink otherwise."""
-    local = sink.MaildirSink(SINK_DIRECTORY)
-    return Transports(
-        email=smtp.transport_from_env(os.environ) or local,
-        sms=sms_http.transport_from_env(os.environ) or local,
-        scripts=ScriptRunner(registered_scripts(), script_timeout),
-    )
-
 
 connections_option = click.option(
     "--connections",
     type=click.IntRange(min=1, max=64),
-    default=DispatchPolicy().connections,
+    default=RuntimeSettings().connections,
     show_default=True,
     help="Messages handed over at once, each on an SMTP connection (or HTTP request) of its own.",
 )
@@ -68,39 +49,22 @@ def run(
     connections: int,
 ) -> None:
     """Run the step executor and deliver the outbox (SMTP / SMS provider, or the local sink)."""
-    store = ctx.store()
-    executor = Executor(store, ctx.clock, batch_size=batch_size)
-    dispatcher = None
-    if not no_dispatch:
-        policy = DispatchPolicy(
-            rate_per_minute=rate,
-            connections=connections,
-            script_timeout=script_timeout,
-            unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL"),
-        )
-        dispatcher = Dispatcher(store, ctx.clock, transports(script_timeout), policy)
+    settings = RuntimeSettings(
+        batch_size=batch_size,
+        dispatch=not no_dispatch,
+        rate_per_minute=rate,
+        connections=connections,
+        script_timeout=script_timeout,
+    )
     stop = threading.Event()
-    if not once:
-
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            del signum, frame
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    steps = events = participants = sent = 0
-    try:
-        while True:
-            stats = executor.run_once()
-            steps, events, participants = steps + stats.steps, events + stats.events, participants + stats.participants
-            if dispatcher is not None:
-                sent += dispatcher.run_once(stop=stop).sent
-            if once or stop.wait(interval):
-                break
-    finally:
-        if dispatcher is not None:
-            dispatcher.transports.close()
-    click.echo(f"processed {events} event(s); {steps} step(s) for {participants} participant(s); sent {sent}")
+    with open_runtime(ctx.store(), ctx.clock, settings) as runtime:
+        if not once:
+            stop_on_signals(stop.set)
+        totals = run_rounds(runtime, once=once, interval=interval, stop=stop)
+    done = totals.steps
+    click.echo(
+        f"processed {done.events} event(s); {done.steps} step(s) for {done.participants} participant(s); sent {totals.sent}"
+    )
 
 
 @cli.command()

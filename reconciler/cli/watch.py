@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from reconciler.cli.app import Context, actor, cli, pass_context, paths_or_default, spec_paths
-from reconciler.cli.run import connections_option, transports
+from reconciler.cli.run import connections_option
 from reconciler.config import drift_ignore_rules, registered_scripts
 from reconciler.drift import IgnoreRule
 from reconciler.errors import ConfigError
-from reconciler.executor import Executor
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy
 from reconciler.gitinfo import git_commit
-from reconciler.watch import Daemon, WatchOptions
+from reconciler.runtime import RuntimeSettings
+from reconciler.watch import WatchOptions, run_daemon
 from reconciler.watch.logs import configure
-from reconciler.watch.metrics import Metrics, serve
 
 
 @cli.command()
@@ -97,31 +92,5 @@ def watch(
         ignore=ignore,
         git_commit=lambda: git_commit(spec_dirs[0].resolve()),
     )
-    dispatcher = None
-    if not no_dispatch:
-        dispatcher = Dispatcher(
-            store,
-            ctx.clock,
-            transports(30.0),
-            DispatchPolicy(connections=connections, unsubscribe_url=os.environ.get("RECONCILER_UNSUBSCRIBE_URL")),
-        )
-    metrics = Metrics()
-    daemon = Daemon(
-        store, ctx.clock, options, executor=Executor(store, ctx.clock), dispatcher=dispatcher, metrics=metrics
-    )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        daemon.stop.set()
-        daemon.changed.set()  # wake the loop now
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    server = serve(metrics, metrics_port, daemon.ready.is_set, metrics_host) if metrics_port is not None else None
-    try:
-        daemon.run()
-    finally:
-        if server is not None:
-            server.shutdown()
-        if dispatcher is not None:
-            dispatcher.transports.close()
+    settings = RuntimeSettings(dispatch=not no_dispatch, connections=connections)
+    run_daemon(store, ctx.clock, options, settings, metrics_port=metrics_port, metrics_host=metrics_host)

@@ -30,12 +30,13 @@ from reconciler.drift import IgnoreRule, detect_drift
 from reconciler.errors import SpecError, UserError
 from reconciler.executor import Executor
 from reconciler.executor.dispatch import Dispatcher
+from reconciler.runtime import SEND_OUTCOMES, Runtime, RuntimeSettings, open_runtime, stop_on_signals
 from reconciler.state import Store
 from reconciler.state.lease import Lease, new_holder, try_acquire
 from reconciler.state.outbox_store import STATES as OUTBOX_STATES
 from reconciler.state.outbox_store import outbox_counts
 from reconciler.statuses import ParticipantStatus
-from reconciler.watch.metrics import Metrics
+from reconciler.watch.metrics import Metrics, serve
 
 log = logging.getLogger("reconciler.watch")
 LEADER_LEASE = "watch-leader"
@@ -70,7 +71,7 @@ class Daemon:
         metrics: Metrics,
     ) -> None:
         self.store, self.clock, self.options = store, clock, options
-        self.executor, self.dispatcher, self.metrics = executor, dispatcher, metrics
+        self.runtime, self.metrics = Runtime(executor, dispatcher), metrics
         self.stop = threading.Event()
         self.changed = threading.Event()
         self.ready = threading.Event()
@@ -204,15 +205,13 @@ class Daemon:
         self.ready.set()
 
     def _work(self) -> None:
-        stats = self.executor.run_once(stop=self.stop)
-        self.metrics.steps.inc(stats.steps)
-        self.metrics.events.inc(stats.events)
-        if self.dispatcher is not None:
-            sent = self.dispatcher.run_once(stop=self.stop)
-            for outcome in ("sent", "retried", "failed", "unknown", "deferred"):
-                count = getattr(sent, outcome)
-                if count:
-                    self.metrics.outbox.labels(outcome).inc(count)
+        done = self.runtime.work(self.stop)
+        self.metrics.steps.inc(done.steps.steps)
+        self.metrics.events.inc(done.steps.events)
+        for outcome in SEND_OUTCOMES:
+            count = done.sends.get(outcome, 0)
+            if count:
+                self.metrics.outbox.labels(outcome).inc(count)
 
     def check_drift(self) -> None:
         try:
@@ -244,3 +243,33 @@ class Daemon:
         oldest = self.store.oldest_due()
         now = self.clock.now()
         self.metrics.lag.set(max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+
+
+def run_daemon(
+    store: Store,
+    clock: Clock,
+    options: WatchOptions,
+    settings: RuntimeSettings,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> None:
+    """``reconcile watch``: the daemon with the shared runtime, until SIGTERM or SIGINT;
+    ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` when one is given."""
+    with open_runtime(store, clock, settings) as runtime:
+        metrics = Metrics()
+        daemon = Daemon(
+            store, clock, options, executor=runtime.executor, dispatcher=runtime.dispatcher, metrics=metrics
+        )
+
+        def _stop() -> None:
+            daemon.stop.set()
+            daemon.changed.set()  # wake the loop now
+
+        stop_on_signals(_stop)
+        server = serve(metrics, metrics_port, daemon.ready.is_set, metrics_host) if metrics_port is not None else None
+        try:
+            daemon.run()
+        finally:
+            if server is not None:
+                server.shutdown()
