@@ -58,7 +58,7 @@ from reconciler.executor.catalog import Catalog
 from reconciler.executor.facts import company_view
 from reconciler.executor.group_commit import GroupCommit
 from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
-from reconciler.executor.steps import CONTACT_SENDS
+from reconciler.messages import CONTACT_SENDS
 from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
