@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import email
 import email.policy
+import itertools
 import json
 import mailbox
 import re
@@ -45,7 +46,7 @@ from reconciler.actions.delivery import (
 from reconciler.actions.mime import to_mime
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpSettings, SmtpTransport, _dot_stuffed, transport_from_env
-from reconciler.compose import render_email
+from reconciler.compose import EmailTemplate, render_email
 from reconciler.compose.html_text import html_to_text
 from reconciler.errors import ConfigError
 from reconciler.messages import EmailNotification, EmailSend
@@ -763,3 +764,18 @@ def test_a_long_unsubscribe_url_is_not_encoded() -> None:
         headers=(("List-Unsubscribe", url),),
     )
     assert f"List-Unsubscribe: {url}\r\n".encode() in to_mime(message)
+
+
+def test_a_render_over_its_budget_is_a_permanent_error() -> None:
+    ticks = itertools.count(0.0, 3.0)  # every reading of the CPU clock: 3 s later
+    template = EmailTemplate.compile(_payload(), _files(), cpu_seconds=2.0, cpu_clock=lambda: next(ticks))
+    with pytest.raises(PermanentDeliveryError, match=r"^rendering the subject took more than 2 s of CPU$"):
+        template.render(
+            to=None, contact=_contact(), flow=_flow(), associates={}, message_id=MESSAGE_ID, unsubscribe_url=UNSUBSCRIBE
+        )
+    long = _contact(first_name="x" * 1000)
+    with pytest.raises(PermanentDeliveryError, match=r"^subject is longer than 998 characters$"):
+        _render(contact=long)
+    body = b"<p>" + b"{{ contact.first_name }}" * 3000 + b"</p>"
+    with pytest.raises(PermanentDeliveryError, match=r"^e-mail body is longer than 2,097,152 characters$"):
+        _render(contact=long, payload=_payload(subject="Hi"), files=_files() | {"content/welcome.html": body})

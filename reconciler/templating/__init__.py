@@ -21,7 +21,7 @@ from reconciler.templating.budget import (
 )
 from reconciler.templating.context import Fields, MergeContext, has_no_value, merge_context
 from reconciler.templating.language import Names, Violation, check, has_template
-from reconciler.templating.render import MergeTemplate, compile_template, render, render_text
+from reconciler.templating.renderer import MergeTemplate, compile_template, render, render_text
 
 __all__ = [
     "CRM_TEXT",

@@ -11,7 +11,7 @@ because nothing can bind one.
 
 ``check`` walks the tree that ``jinja2`` parses (an allow-list of node types: any
 node it does not know is refused) and returns every violation with its line, so
-``validate`` can show them all at once. The renderer (``render.py``) runs ``check``
+``validate`` can show them all at once. The renderer (``renderer.py``) runs ``check``
 again before it compiles anything, and its sandbox refuses the same things at run
 time. This module knows no field names: the caller passes them (``Names``).
 """
