@@ -362,13 +362,14 @@ def test_update_contact_writes_company_fields_that_later_steps_see(
         clock,
         {"email": "a@x.example", "company": "Acme", "city": "Lund"},
         {"email": "b@x.example", "company": "Acme", "city": "Umeå"},
-        {"email": "c@x.example"},
+        {"email": "c@x.example", "city": "Kiruna"},
+        {"email": "d@x.example", "company": "Acme"},
     )
     with store.transaction() as tx:
         crm = CrmTx(tx)
         crm.ensure_companies(["Acme"])
         crm.update_company("Acme", {"employees": 5, "custom": {"founded": 1990}})
-    executor.enroll("f", ["a@x.example", "b@x.example", "c@x.example"])
+    executor.enroll("f", ["a@x.example", "b@x.example", "c@x.example", "d@x.example"])
     executor.run_once()
     (acme,) = rows(store, c.companies)
     assert (acme.employees, acme.custom, acme.city) == (15, {"founded": 1990, "tier": "gold"}, "Umeå")
@@ -377,6 +378,11 @@ def test_update_contact_writes_company_fields_that_later_steps_see(
     assert [r.title for r in rows(store, c.requests)] == ["Acme in Umeå"]  # only b saw 15 employees
     assert people_now["c@x.example"].status == "failed"
     assert people_now["c@x.example"].reason == "the contact has no company, so company.employees cannot be updated"
+    # the one empty-value rule of every rendered text: a field without a value fails, never renders as ""
+    assert (people_now["d@x.example"].status, people_now["d@x.example"].reason) == (
+        "failed",
+        "merge field: contact.city has no value",
+    )
 
 
 def test_a_flow_may_not_rename_a_company() -> None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
-from functools import lru_cache
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
-
+from reconciler.compose import participant_context
 from reconciler.executor.catalog import FlowView
 from reconciler.executor.conditions import Facts
 from reconciler.executor.facts import FactLoader, Needs, company_view
@@ -34,30 +31,23 @@ from reconciler.executor.handlers.base import (
 from reconciler.spec.graph import FlowGraph
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import Split
+from reconciler.spec.templates import TEXT_NAMES
 from reconciler.state.crm_store import AssociateRecord, ContactRecord, CrmTx
 from reconciler.state.executor_store import count_by_value, open_requests_by_owner
 from reconciler.state.store import Tx
-
-_RENDER = SandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, finalize=lambda value: "" if value is None else value
-)
+from reconciler.templating import CRM_TEXT, MergeContext, RenderError, has_template, render_text
 
 
-@lru_cache(maxsize=1024)
-def _template(text: str) -> Template:
-    """Compiled once: a batch renders the same step text for hundreds of participants."""
-    return _RENDER.from_string(text)
-
-
-def render(text: str | None, data: Callable[[], Mapping[str, Any]]) -> str | None:
-    """``text`` with its merge fields filled in; ``data`` is called only when the text has
-    merge fields (most step texts have none)."""
-    if text is None or "{" not in text:
+def render(text: str | None, context: Callable[[], MergeContext]) -> str | None:
+    """``text`` with its merge fields filled in, by the rules every rendered text follows
+    (``reconciler.templating``); ``context`` is called only when the text has merge
+    fields (most step texts have none)."""
+    if text is None or not has_template(text):
         return text
     try:
-        return _template(text).render(data())
-    except TemplateError as exc:
-        raise StepError(f"merge field: {exc}") from None
+        return render_text(text, context(), CRM_TEXT, TEXT_NAMES)
+    except RenderError as exc:
+        raise StepError(f"merge field: {exc.message}") from None
 
 
 class BatchContext:
@@ -68,7 +58,7 @@ class BatchContext:
         self.contacts: dict[str, ContactRecord] = {}  # by e-mail, with this batch's changes
         self._view: FlowView | None = None
         self._email = ""
-        self._data: dict[str, Any] | None = None
+        self._data: MergeContext | None = None
         self._associates: list[AssociateRecord] | None = None
         self._counts: dict[str, Counter[str]] = {"owner": Counter(), "request": Counter()}
         self._busy: dict[int, list[tuple[datetime, datetime]]] = {}
@@ -162,14 +152,12 @@ class BatchContext:
         elif isinstance(effect, Booking):
             self._busy.setdefault(effect.associate_id, []).append((effect.starts, effect.ends))
 
-    def _merge_data(self) -> Mapping[str, Any]:
+    def _merge_data(self) -> MergeContext:
         if self._data is None:
-            contact, flow = self.contact, self.flow
+            contact = self.contact
             name = contact.get("company")
             found = self.company(name) if name and self.view.uses_company else None
-            self._data = {
-                "contact": contact.as_template_data(),
-                "company": company_view(name, found),
-                "flow": {"name": flow.name, "description": flow.metadata.description, "owner": flow.spec.owner},
-            }
+            self._data = participant_context(
+                flow=self.flow, contact=contact.as_template_data(), company=company_view(name, found)
+            )
         return self._data

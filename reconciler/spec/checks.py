@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import Diagnostic, Location, Severity
+from reconciler.sms_segments import count_sms, describe_text
 from reconciler.spec.conditions import AllOf, AnyOf, Condition, LinkClickedCondition, Not
 from reconciler.spec.graph import flow_graph
 from reconciler.spec.loader import LoadedFlow, SpecSet, display_path
 from reconciler.spec.locate import PathPart
 from reconciler.spec.models import Flow, FlowStatus
-from reconciler.spec.sms_segments import count_sms, describe_text
 from reconciler.spec.steps import (
     CreateFollowUp,
     CreateRequest,
@@ -39,6 +39,7 @@ from reconciler.spec.steps import (
 from reconciler.spec.templates import template_problems
 
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
+MAX_CONTENT_BYTES = 2 * 1024 * 1024  # a content or text-content file (a template): refused unread when larger
 WARNING = Severity.WARNING
 Path_ = tuple[PathPart, ...]
 
@@ -244,6 +245,9 @@ class _FlowChecker:
             size = resolved.stat().st_size
         except (OSError, ValueError) as exc:
             self.report(at, f"{name!r} is not a usable file name: {getattr(exc, 'strerror', None) or exc}")
+            return None
+        if template and size > MAX_CONTENT_BYTES:
+            self.report(at, f"{name!r} is {size / 1_048_576:.1f} MB; a content file may be at most 2 MB")
             return None
         if template:
             self._content_file(resolved, at)
