@@ -68,13 +68,14 @@ from typing import Any
 from common import PROFILE_TOP, profiled, verdict
 from sqlalchemy import func, select
 
-from reconciler.actions.email import render_email
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpTransport
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock
+from reconciler.compose import render_email
 from reconciler.executor import Executor
 from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.messages import EmailSend, parse_message
 from reconciler.spec.bundle import FileRef, FlowBundle
 from reconciler.spec.models import Flow
 from reconciler.state import Store
@@ -318,8 +319,10 @@ def naive(store: Store, server: Server, count: int, when: str) -> Row:
             assert found is not None
             content = blob(tx, found[1][CONTENT])
             assert content is not None
+        stored = parse_message(row.kind, row.payload)
+        assert isinstance(stored, EmailSend)
         message = render_email(
-            payload=row.payload,
+            message=stored,
             contact=contact.as_template_data(),
             flow=flow,
             files={CONTENT: content},

@@ -37,6 +37,7 @@ from reconciler.spec.bundle import FlowBundle
 from reconciler.spec.steps import Wait
 from reconciler.state import Store, Tx
 from reconciler.state.lease import hold
+from reconciler.state.outbox_store import revision_spec
 from reconciler.state.records import FlowRecord
 from reconciler.statuses import FlowStatus
 from reconciler.timing import wait_until, zone
@@ -126,6 +127,7 @@ class _FlowApplier:
         found = record.content_hash if record else None
         if found != self.change.expected_hash or (record and record.status != self.change.status_before):
             raise ApplyConflict(f"flow {self.name!r} changed while it was being applied; run apply again")
+        recompute: Flow | None = None  # the new spec, when waiting participants get new due times
         for stage in self.change.stages:
             if isinstance(stage, Create):
                 self._store_files(stage.bundle)
@@ -151,8 +153,8 @@ class _FlowApplier:
                 if isinstance(stage, Update):
                     for old, new, _ in stage.moves:
                         self.tx.move_participants(self._flow().id, old, new, self.now)
-                    if self.options.recompute_waits and record is not None:
-                        self._recompute_waits(Flow.model_validate(record.spec), stage.bundle.flow)
+                    if self.options.recompute_waits:
+                        recompute = stage.bundle.flow
                 self.new_spec = True
             elif isinstance(stage, Delete):
                 self.tx.delete_flow(self.name, self.now, origin="apply", actor=self.options.actor)
@@ -167,7 +169,7 @@ class _FlowApplier:
             else:
                 change_status(self.tx, self._flow(), stage, self.now, origin="apply", actor=self.options.actor)
         if self.new_spec:
-            self.tx.record_revision(
+            revision = self.tx.record_revision(
                 self._flow(),
                 name=self.name,
                 kind="apply",
@@ -175,23 +177,33 @@ class _FlowApplier:
                 actor=self.options.actor,
                 git_commit=self.options.git_commit,
             )
+            if recompute is not None:
+                self._recompute_waits(recompute, revision)
 
-    def _recompute_waits(self, before: Flow, after: Flow) -> None:
-        """Move the due time of participants waiting on a wait whose length changed:
-        they keep the time already waited (vendor tools leave them on the old time)."""
-        old_waits = {s.id: s for s in before.spec.steps if isinstance(s, Wait)}
-        flow_id = self._flow().id
+    def _recompute_waits(self, after: Flow, revision: int) -> None:
+        """Participants waiting on a wait get the due time the new setting gives, counted
+        from when they entered the wait (the time already waited counts; vendor tools
+        leave them on the old time). When they entered: their due time less the wait of
+        the revision that due time was worked out under — not the previous spec's, which
+        an edit applied without this flag may have changed since."""
+        flow = self._flow()
+        lengths: dict[int, dict[str, Wait]] = {}
         for step in after.spec.steps:
-            old = old_waits.get(step.id)
-            if not isinstance(step, Wait) or old is None or old == step:
+            if not isinstance(step, Wait):
                 continue
             dues = []
-            for participant, due in self.tx.waiting_on(flow_id, step.id):
+            for participant, due, seen in self.tx.waiting_on(flow.id, step.id):
                 if step.until is not None:
                     dues.append((participant, wait_until(step, self.now, zone(after.spec.timezone))))
-                elif due is not None and old.duration is not None and step.duration is not None:
+                    continue
+                if seen not in lengths:
+                    found = revision_spec(self.tx, self.name, seen)
+                    steps = Flow.model_validate(found[0]).spec.steps if found else []
+                    lengths[seen] = {s.id: s for s in steps if isinstance(s, Wait)}
+                old = lengths[seen].get(step.id)
+                if due is not None and old is not None and old.duration is not None and step.duration is not None:
                     dues.append((participant, due - old.duration + step.duration))
-            self.tx.set_due(dues, self.now)
+            self.tx.set_due(dues, self.now, revision)
 
     def _flow(self) -> FlowRecord:
         record = self.tx.flow(self.name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.spec.graph import successors
+from reconciler.spec.graph import flow_graph
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import WAIT_TYPES, Split
 from reconciler.state.records import Occupancy
@@ -129,27 +129,15 @@ def _removed_branches(before: Flow, after: Flow, occupancy: Occupancy) -> list[s
 
 def branch_steps(flow: Flow, split: Split) -> dict[str, set[str]]:
     """The steps only reachable through each branch of ``split`` (where its participants are)."""
-    graph = successors(flow.spec.steps)
-    ids = [s.id for s in flow.spec.steps]
-    following = ids[ids.index(split.id) + 1] if ids.index(split.id) + 1 < len(ids) else None
-    reach: dict[str, set[str]] = {}
-    for branch in split.branches:
-        start = None if branch.exit else (branch.next or following)
-        reach[branch.name] = _reachable(graph, start, stop=split.id)
+    graph = flow_graph(flow)
+    reach = {
+        edge.label or "": graph.reachable_from([edge.target], stop=split.id)
+        for edge in graph.edges[split.id]
+        if edge.target is not None
+    }
+    reach.update({b.name: set() for b in split.branches if b.name not in reach})
     result = {}
     for name, steps in reach.items():
         others = set().union(*(s for n, s in reach.items() if n != name))
         result[name] = steps - others
     return result
-
-
-def _reachable(graph: dict[str, list[str]], start: str | None, *, stop: str) -> set[str]:
-    if start is None or start == stop:
-        return set()
-    seen, todo = {start}, [start]
-    while todo:
-        for nxt in graph.get(todo.pop(), []):
-            if nxt not in seen and nxt != stop:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen

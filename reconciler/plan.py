@@ -17,7 +17,8 @@ from reconciler.diff import DiffEntry, diff_documents
 from reconciler.lifecycle import check_edit, transition
 from reconciler.spec import start_blockers
 from reconciler.spec.bundle import FlowBundle, bundle_document, step_files_of
-from reconciler.state.records import FlowRecord, Occupancy
+from reconciler.spec.graph import FlowGraph, flow_graph
+from reconciler.state.records import QUEUED, FlowRecord, Occupancy
 from reconciler.statuses import FlowStatus
 
 ACTIONS = ("create", "update", "start", "pause", "resume", "end", "delete", "no-op")
@@ -220,8 +221,9 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
         change = replace(base, action=action or "update", stages=tuple(stages))
         return _readiness(change, bundle)
 
+    graph = flow_graph(bundle.flow)
     impact = tuple(
-        StepImpact(s, occupancy.on(s), occupancy.before(s), occupancy.passed.get(s, 0), occupancy.waiting.get(s, 0))
+        _impact(graph, occupancy, s)
         for s in _changed_steps(edits, bundle)
         if occupancy.in_flow or occupancy.passed.get(s, 0)
     )
@@ -274,6 +276,18 @@ def _readiness(change: FlowChange, bundle: FlowBundle) -> FlowChange:
     if not problems:
         return change
     return _block(change, "cannot run: " + "; ".join(p.message for p in problems))
+
+
+def _impact(graph: FlowGraph, occupancy: Occupancy, step_id: str) -> StepImpact:
+    """Who reaches an edited step, along the graph of the edited flow (not list order):
+    participants on a step that leads to it, and queued ones when the first step does."""
+    leads = graph.leads_to(step_id)
+    first = graph.first
+    queued = occupancy.by_status.get(QUEUED, 0) if first is not None and (first == step_id or first in leads) else 0
+    before = queued + sum(occupancy.on(s) for s in leads if s != step_id)
+    return StepImpact(
+        step_id, occupancy.on(step_id), before, occupancy.passed.get(step_id, 0), occupancy.waiting.get(step_id, 0)
+    )
 
 
 def _changed_steps(edits: Sequence[DiffEntry], bundle: FlowBundle) -> list[str]:

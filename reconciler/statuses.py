@@ -37,4 +37,7 @@ class ParticipantStatus(StrEnum):
 IN_FLOW = (ParticipantStatus.QUEUED, ParticipantStatus.ACTIVE)
 """The statuses of participants still in their flow (every other status is final)."""
 
-__all__ = ["IN_FLOW", "FlowStatus", "ParticipantStatus"]
+TRIGGERS_ON = frozenset({FlowStatus.RUNNING, FlowStatus.PAUSED})
+"""Flow statuses whose triggers enroll contacts (running: at the first step; paused: queued)."""
+
+__all__ = ["IN_FLOW", "TRIGGERS_ON", "FlowStatus", "ParticipantStatus"]

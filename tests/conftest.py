@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import os
+import shutil
+import tempfile
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -82,6 +86,18 @@ def write_spec(repo: Path) -> Callable[..., Path]:
 
 
 # --- state databases: every state test runs on SQLite and on PostgreSQL ------------------
+
+
+@functools.cache
+def migrated_sqlite_template() -> Path:
+    """One migrated, empty SQLite database per test process, for property tests to copy per
+    example (running the migrations per example would dominate their runtime)."""
+    directory = Path(tempfile.mkdtemp(prefix="state-template-"))
+    atexit.register(shutil.rmtree, directory, True)
+    path = directory / "template.db"
+    Store.open(f"sqlite:///{path}").close()
+    return path
+
 
 PG_URL = os.environ.get("RECONCILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

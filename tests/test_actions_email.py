@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import email
 import email.policy
+import itertools
 import json
 import mailbox
 import re
@@ -19,7 +20,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage as MimeMessage
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,13 @@ from reconciler.actions.delivery import (
     SmsTransport,
     TemporaryDeliveryError,
 )
-from reconciler.actions.email import html_to_text, render_email
 from reconciler.actions.mime import to_mime
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpSettings, SmtpTransport, _dot_stuffed, transport_from_env
+from reconciler.compose import EmailTemplate, render_email
+from reconciler.compose.html_text import html_to_text
 from reconciler.errors import ConfigError
+from reconciler.messages import EmailNotification, EmailSend
 from reconciler.spec.models import Flow
 from tests.conftest import flow_doc
 
@@ -104,15 +107,15 @@ def _contact(**values: Any) -> dict[str, Any]:
     return base | values
 
 
-def _payload(**values: Any) -> dict[str, Any]:
-    base = {
+def _payload(**values: Any) -> EmailSend:
+    base: dict[str, Any] = {
         "to": "asa@example.org",
         "subject": "Välkommen, {{ contact.first_name }}",
         "content": "content/welcome.html",
         "text_content": None,
-        "attachments": ["content/agenda.pdf"],
+        "attachments": ("content/agenda.pdf",),
     }
-    return base | values
+    return EmailSend(**(base | values))
 
 
 def _files(**extra: bytes) -> dict[str, bytes]:
@@ -123,14 +126,14 @@ def _files(**extra: bytes) -> dict[str, bytes]:
 
 def _render(
     *,
-    payload: dict[str, Any] | None = None,
+    payload: EmailSend | EmailNotification | None = None,
     contact: dict[str, Any] | None = None,
     flow: Flow | None = None,
     files: dict[str, bytes] | None = None,
     associates: dict[str, Associate] | None = None,
 ) -> EmailMessage:
     return render_email(
-        payload=payload or _payload(),
+        message=payload or _payload(),
         contact=contact or _contact(),
         flow=flow or _flow(),
         files=_files() if files is None else files,
@@ -334,9 +337,9 @@ def test_merge_field_without_a_value_is_a_permanent_error() -> None:
         _render(contact=_contact(first_name=" "), payload=_payload(subject="Hello"))
     with pytest.raises(PermanentDeliveryError, match=r"merge field in subject: contact.custom.size has no value"):
         _render(payload=_payload(subject="{{ contact.custom.size }}"))
-    with pytest.raises(PermanentDeliveryError, match=r"merge field syntax error in subject \(line 1\)"):
+    with pytest.raises(PermanentDeliveryError, match=r"merge field in subject: line 1: merge field syntax error"):
         _render(payload=_payload(subject="{{ contact.first_name "))
-    with pytest.raises(PermanentDeliveryError, match=r"merge field in subject: .*unsafe"):
+    with pytest.raises(PermanentDeliveryError, match=r"merge field in subject: line 1: .*names starting with '_'"):
         _render(payload=_payload(subject="{{ contact.__class__.__mro__ }}"))
     # a default is the way to say "empty is fine"
     message = _render(
@@ -368,12 +371,12 @@ def test_attachments_missing_or_too_large_are_permanent_errors() -> None:
     big = b"\0" * (13 * 1024 * 1024)
     files = _files() | {"a.bin": big, "b.bin": big}
     with pytest.raises(PermanentDeliveryError, match=r"attachments total 26.0 MB; the limit is 25 MB"):
-        _render(files=files, payload=_payload(attachments=["a.bin", "b.bin"]))
+        _render(files=files, payload=_payload(attachments=("a.bin", "b.bin")))
 
 
 def test_attachment_types_and_utf8_names() -> None:
     files = _files() | {"docs/Årsrapport 2026.xlsx": b"x", "docs/data.tar.gz": b"y", "docs/notes": b"z"}
-    message = _render(files=files, payload=_payload(attachments=list(files)[1:]))
+    message = _render(files=files, payload=_payload(attachments=tuple(files)[1:]))
     assert [(a.filename, a.mime_type) for a in message.attachments] == [
         ("agenda.pdf", "application/pdf"),
         ("Årsrapport 2026.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
@@ -385,14 +388,12 @@ def test_attachment_types_and_utf8_names() -> None:
     assert [a.get_filename() for a in parsed.iter_attachments()][1] == "Årsrapport 2026.xlsx"
 
 
-def test_inline_notification_payload() -> None:
-    payload = {
-        "to": "bo@acme.example",
-        "subject": "New lead: {{ contact.full_name }}",
-        "html": None,
-        "text": "{{ contact.email }} joined {{ flow.name }}.\n\nCall <soon> & often.",
-        "notification": True,
-    }
+def test_notification_is_a_plain_message() -> None:
+    payload = EmailNotification(
+        to="bo@acme.example",
+        subject="New lead: {{ contact.full_name }}",
+        message="{{ contact.email }} joined {{ flow.name }}.\n\nCall <soon> & often.",
+    )
     message = _render(payload=payload)
     assert message.to == Address("bo@acme.example")  # a colleague: not the contact's name
     assert message.subject == "New lead: Åsa Öberg"
@@ -400,14 +401,16 @@ def test_inline_notification_payload() -> None:
     assert message.html == "<p>asa@example.org joined webinar.</p>\n<p>Call &lt;soon&gt; &amp; often.</p>"
     assert message.headers == ()
     with pytest.raises(PermanentDeliveryError, match=r"merge field in message: contact\.mobile has no value"):
-        _render(payload=payload | {"text": "{{ contact.mobile }}"})
-    with pytest.raises(PermanentDeliveryError, match="has no content"):
-        _render(payload=payload | {"text": None})
+        _render(payload=replace(payload, message="{{ contact.mobile }}"))
+    with pytest.raises(PermanentDeliveryError, match="the message is empty"):
+        _render(payload=replace(payload, message=" "))
+    with pytest.raises(PermanentDeliveryError, match=r"merge field in message: line 1: unknown merge field 'unsub"):
+        _render(payload=replace(payload, message="{{ unsubscribe_url }}"))  # not in a notification
 
 
 def test_mailto_unsubscribe_has_no_one_click_header() -> None:
     message = render_email(
-        payload=_payload(),
+        message=_payload(),
         contact=_contact(),
         flow=_flow(),
         files=_files(),
@@ -761,3 +764,18 @@ def test_a_long_unsubscribe_url_is_not_encoded() -> None:
         headers=(("List-Unsubscribe", url),),
     )
     assert f"List-Unsubscribe: {url}\r\n".encode() in to_mime(message)
+
+
+def test_a_render_over_its_budget_is_a_permanent_error() -> None:
+    ticks = itertools.count(0.0, 3.0)  # every reading of the CPU clock: 3 s later
+    template = EmailTemplate.compile(_payload(), _files(), cpu_seconds=2.0, cpu_clock=lambda: next(ticks))
+    with pytest.raises(PermanentDeliveryError, match=r"^rendering the subject took more than 2 s of CPU$"):
+        template.render(
+            to=None, contact=_contact(), flow=_flow(), associates={}, message_id=MESSAGE_ID, unsubscribe_url=UNSUBSCRIBE
+        )
+    long = _contact(first_name="x" * 1000)
+    with pytest.raises(PermanentDeliveryError, match=r"^subject is longer than 998 characters$"):
+        _render(contact=long)
+    body = b"<p>" + b"{{ contact.first_name }}" * 3000 + b"</p>"
+    with pytest.raises(PermanentDeliveryError, match=r"^e-mail body is longer than 2,097,152 characters$"):
+        _render(contact=long, payload=_payload(subject="Hi"), files=_files() | {"content/welcome.html": body})

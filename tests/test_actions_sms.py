@@ -28,15 +28,15 @@ from reconciler.actions.sms_text import (
     GSM_BASIC,
     GSM_EXTENSION,
     SmsCount,
-    compose_sms,
     count_sms,
     describe,
     describe_text,
     normalize_number,
-    render_sms,
 )
 from reconciler.clock import ManualClock
+from reconciler.compose import compose_sms, render_sms
 from reconciler.errors import ConfigError
+from reconciler.templating import merge_context
 
 TOKEN = "sk-live-7f3a9c1e5b2d4e6f"
 
@@ -108,29 +108,33 @@ def test_describe_text_counts_templates_as_written_and_names_ucs2_culprits() -> 
 
 
 def test_render_sms_merges_contact_fields() -> None:
-    data = {"contact": {"first_name": "Åsa"}, "flow": {"name": "welcome"}}
-    assert render_sms("Hej {{ contact.first_name }}! Välkommen", data) == "Hej Åsa! Välkommen"
-    assert render_sms("Plain text", {}) == "Plain text"
+    context = merge_context(contact={"first_name": "Åsa"}, flow={"name": "welcome"})
+    assert render_sms("Hej {{ contact.first_name }}! Välkommen", context) == "Hej Åsa! Välkommen"
+    assert render_sms("Plain text", merge_context(contact={})) == "Plain text"
 
 
 @pytest.mark.parametrize(
-    ("template", "data", "message"),
+    ("template", "contact", "message"),
     [
-        ("Hej {{ contact.first_name }}!", {"contact": {}}, "merge field without a value: .*first_name"),
-        ("Hej {{ contact.first_name }}!", {}, "merge field without a value: 'contact' is undefined"),
-        ("Hej {{ contact.first_name }}!", {"contact": {"first_name": None}}, "merge field without a value"),
-        ("{{ contact.__class__.__mro__ }}", {"contact": {}}, "SMS text"),
-        ("Hej {{ contact.first_name", {"contact": {"first_name": "Åsa"}}, "cannot be rendered"),
-        ("{{ contact.age + 'x' }}", {"contact": {"age": 3}}, "cannot be rendered: TypeError"),
+        ("Hej {{ contact.first_name }}!", {}, "merge field in SMS text: contact.first_name has no value"),
+        ("Hej {{ contact.first_name }}!", {"first_name": None}, "contact.first_name has no value"),
+        ("Hej {{ contact.first_name }}!", {"first_name": "  "}, "contact.first_name has no value"),
+        ("{{ contact.__class__.__mro__ }}", {}, "line 1: 'contact.__class__.__mro__': names starting with '_'"),
+        ("Hej {{ contact.first_name", {"first_name": "Åsa"}, "line 1: merge field syntax error"),
+        ("{{ contact.score + 'x' }}", {"score": 3}, r"line 1: arithmetic \('\+'\) is not allowed"),
+        ("{{ unsubscribe_url }}", {}, "line 1: unknown merge field 'unsubscribe_url'"),
+        ("{{ contact.first_name }}" * 200, {"first_name": "Åsa Öberg"}, "^SMS text is longer than 1,600 characters$"),
     ],
 )
-def test_render_sms_errors_are_permanent(template: str, data: dict[str, object], message: str) -> None:
+def test_render_sms_errors_are_permanent(template: str, contact: dict[str, object], message: str) -> None:
     with pytest.raises(PermanentDeliveryError, match=message):
-        render_sms(template, data)
+        render_sms(template, merge_context(contact=contact))
 
 
 def test_render_sms_allows_a_default_for_an_empty_field() -> None:
-    assert render_sms("Hej {{ contact.first_name or 'du' }}!", {"contact": {"first_name": None}}) == "Hej du!"
+    context = merge_context(contact={"first_name": None})
+    assert render_sms("Hej {{ contact.first_name or 'du' }}!", context) == "Hej du!"
+    assert render_sms("Hej {{ contact.first_name | default('du') }}!", context) == "Hej du!"
 
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -175,7 +179,7 @@ def test_compose_sms_builds_the_message() -> None:
     message = compose_sms(
         to="070-123 45 67",
         template="Hej {{ contact.first_name }}! " + "€" * 80,
-        data={"contact": {"first_name": "Åsa"}},
+        context=merge_context(contact={"first_name": "Åsa"}),
         sender="ACME",
         reference="p1:r2:sms",
         default_region="SE",
@@ -194,8 +198,8 @@ def test_compose_sms_refuses_an_empty_text() -> None:
     with pytest.raises(PermanentDeliveryError, match="empty"):
         compose_sms(
             to="+46701234567",
-            template="{{ contact.note }}",
-            data={"contact": {"note": " "}},
+            template="{{ contact.custom.note | default(' ') }}",
+            context=merge_context(contact={"custom": {"note": " "}}),
             sender="ACME",
             reference="r",
             default_region=None,

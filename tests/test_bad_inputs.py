@@ -466,3 +466,122 @@ def test_missing_path_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip() == "Error: nowhere.yaml: no such file or directory"
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+# --- hostile merge fields (the issue's payloads): located errors, nothing rendered -----------
+
+# payload -> what validate must say about it (one error each, in order)
+ISSUE_PAYLOADS: dict[str, tuple[str, list[str]]] = {
+    "string_times_a_billion": ("{{ 'x' * 1000000000 }}", ["arithmetic ('*') is not allowed in merge fields"]),
+    "field_times_300_million": ("{{ contact.first_name * 300000000 }}", ["arithmetic ('*') is not allowed"]),
+    "lipsum_shadowed_by_a_loop": (
+        "{% for lipsum in [] %}{% endfor %}{{ lipsum(n=200000) }}",
+        [
+            "{% for %} is not allowed in merge fields: merge fields have no loops",
+            "function calls are not allowed in merge fields (lipsum(…))",
+        ],
+    ),
+    "range_rebound": ("{% set range = range %}", ["{% set %} is not allowed in merge fields"]),
+    "nested_loops": (
+        "{% for a in contact.first_name * 3000 %}{% for b in contact.first_name * 3000 %}"
+        "{{ a }}{{ b }}{% endfor %}{% endfor %}",
+        ["{% for %} is not allowed in merge fields"],
+    ),
+    "dunder": ("{{ contact.__class__.__mro__ }}", ["names starting with '_' are not allowed"]),
+    "unsafe_filter": ("{{ contact.first_name | safe }}", ["unknown filter 'safe'"]),
+}
+
+
+def _errors_of(result: Result) -> list[Diag]:
+    assert result.exit_code == 1, result.output
+    return errors(result.output)
+
+
+def _says(found: list[Diag], expected: list[str]) -> None:
+    """Each expected message is in exactly one finding (findings are sorted by message)."""
+    for message in expected:
+        assert sum(message in d.message for d in found) == 1, (message, found)
+
+
+def _quoted(payload: str) -> str:
+    return '"' + payload.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _hostile(repo: Path, place: str, payload: str) -> tuple[str, int, int]:
+    """Write a flow with ``payload`` in a notify_email message, an e-mail subject or a
+    content file; where validate must report it (file, line, column)."""
+    if place == "message":
+        steps = (
+            "    - id: tell\n      type: notify_email\n      to: our_contact\n      subject: New lead\n"
+            f"      message: {_quoted(payload)}\n"
+        )
+        (repo / "hostile.yaml").write_text(flow("hostile-message", steps))
+        return ("hostile.yaml", 13, 16)
+    if place == "subject":
+        steps = send_email("content/welcome.html").replace("subject: Welcome", f"subject: {_quoted(payload)}")
+        (repo / "hostile.yaml").write_text(flow("hostile-subject", steps, EMAIL_SETTINGS))
+        return ("hostile.yaml", 15, 16)
+    (repo / "content" / "hostile.html").write_text(f"<html><body>\n<p>Hello</p>\n<p>{payload}</p>\n</body></html>\n")
+    (repo / "hostile.yaml").write_text(flow("hostile-content", send_email("content/hostile.html"), EMAIL_SETTINGS))
+    return ("content/hostile.html", 3, 1)
+
+
+@pytest.mark.parametrize("place", ["message", "subject", "content"])
+@pytest.mark.parametrize("case", sorted(ISSUE_PAYLOADS))
+def test_issue_payload_is_a_located_error(bad_repo: Path, case: str, place: str) -> None:
+    payload, expected = ISSUE_PAYLOADS[case]
+    where = _hostile(bad_repo, place, payload)
+    found = _errors_of(validate("hostile.yaml"))
+    assert [(d.file, d.line, d.col) for d in found] == [where] * len(expected)
+    _says(found, expected)
+
+
+def test_every_violation_of_a_content_file_is_reported_at_its_own_line(bad_repo: Path) -> None:
+    content = "<p>{{ contact.first_name | upper }}</p>\n<p>{{ lipsum() }}</p>\n\n<p>{{ contact.score ** 9 }}</p>\n"
+    (bad_repo / "content" / "many.html").write_text(content)
+    (bad_repo / "many.yaml").write_text(flow("many-problems", send_email("content/many.html"), EMAIL_SETTINGS))
+    found = _errors_of(validate("many.yaml"))
+    assert [(d.file, d.line) for d in found] == [("content/many.html", 2), ("content/many.html", 4)]
+    assert "function calls are not allowed" in found[0].message
+    assert "arithmetic ('**')" in found[1].message
+
+
+def test_the_merge_field_language_validates(bad_repo: Path) -> None:
+    content = (
+        "<h1>Hej {{ contact.first_name | default('där') | title }}!</h1>\n"
+        "{% if contact.country == 'SE' and contact.custom.tier is defined %}<p>{{ contact.custom.tier | upper }}</p>\n"
+        "{% elif contact.city %}<p>{{ contact.city ~ ', ' ~ company.name | default('') }}</p>{% else %}<p>-</p>{% endif %}\n"
+        "<p>{{ contact.birth_date | date('%-d %B') }} {{ flow.name | truncate(20) }}</p>\n"
+        '<a href="{{ unsubscribe_url }}">Unsubscribe</a>\n'
+    )
+    (bad_repo / "content" / "fine.html").write_text(content)
+    (bad_repo / "fine.yaml").write_text(flow("fine-merge-fields", send_email("content/fine.html"), EMAIL_SETTINGS))
+    result = validate("fine.yaml")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("key", ["content", "text_content"])
+def test_content_file_over_2_mb_is_refused_unread(bad_repo: Path, key: str) -> None:
+    huge = bad_repo / "content" / "huge.html"
+    with huge.open("wb") as handle:  # sparse: 2 GiB that nothing writes, more than the subprocess may hold
+        handle.truncate(2 * 1024**3)
+    steps = send_email("content/welcome.html")
+    if key == "content":
+        steps = steps.replace("content/welcome.html", "content/huge.html")
+    else:
+        steps += "      text_content: content/huge.html\n"
+    (bad_repo / "huge.yaml").write_text(flow("huge-content", steps, EMAIL_SETTINGS))
+    code, output = validate_in_subprocess(bad_repo, "huge.yaml")
+    assert code == 1, output
+    error = the_one_error(output)
+    assert (error.file, error.line, error.col) == ("huge.yaml", 16, 16) if key == "content" else ("huge.yaml", 17, 21)
+    assert error.message == "'content/huge.html' is 2048.0 MB; a content file may be at most 2 MB"
+
+
+def test_content_file_of_2_mb_is_fine(bad_repo: Path) -> None:
+    line = "<p>" + "x" * 1016 + "</p>\n"  # 1 KiB
+    (bad_repo / "content" / "big.html").write_text(line * 2048)
+    assert (bad_repo / "content" / "big.html").stat().st_size == 2 * 1024 * 1024
+    (bad_repo / "big.yaml").write_text(flow("big-content", send_email("content/big.html"), EMAIL_SETTINGS))
+    result = validate("big.yaml")
+    assert result.exit_code == 0, result.output

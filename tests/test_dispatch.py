@@ -7,11 +7,13 @@ HTTP adapters have their own tests against real local servers.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
 from reconciler.actions.delivery import (
@@ -22,6 +24,7 @@ from reconciler.actions.delivery import (
     SmsMessage,
     TemporaryDeliveryError,
 )
+from reconciler.actions.smtp import SmtpTransport
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock
 from reconciler.config import ScriptRegistration
@@ -33,6 +36,7 @@ from reconciler.state import Store
 from reconciler.state import crm as c
 from reconciler.state.crm_store import CrmTx
 from tests.conftest import flow_doc
+from tests.test_actions_email import Recorder, _free_port
 
 EMAIL = {"sender": {"name": "Acme", "address": "news@acme.example"}, "reply_to": "help@acme.example"}
 SCORES: list[str] = []
@@ -478,3 +482,115 @@ def test_stop_ends_claiming_but_sends_what_is_reserved(
     rows = outbox(store)
     assert sorted(r.state for r in rows) == ["pending"] * (12 - stats.sent) + ["sent"] * stats.sent
     assert all(r.next_attempt_at <= clock.now() for r in rows if r.state == "pending")  # due for the next one
+
+
+# --- hostile templates that never went through validate -----------------------------------------
+
+
+def smtp_dispatcher(store: Store, clock: ManualClock, port: int, sms: FakeMail) -> Dispatcher:
+    """A dispatcher sending e-mail over SMTP to 127.0.0.1:``port`` and SMS to ``sms``."""
+    email = SmtpTransport(f"smtp://127.0.0.1:{port}", timeout=5)
+    return Dispatcher(
+        store,
+        clock,
+        Transports(email, sms, ScriptRunner({}, 1)),
+        DispatchPolicy(rate_per_minute=100, connections=1),
+        jitter=lambda: 0.5,
+    )
+
+
+@pytest.fixture
+def smtp_server() -> Any:
+    """aiosmtpd on 127.0.0.1: (what arrived, port)."""
+    handler, port = Recorder(), _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="mx.test")
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def test_the_issues_payloads_fail_their_rows_and_the_fine_rows_are_sent(
+    store: Store, clock: ManualClock, tmp_path: Any, smtp_server: Any
+) -> None:
+    # Applied as a bundle, never validated: the templates reach the dispatcher as written.
+    hostile = [
+        {"id": "times", "type": "send_email", "subject": "{{ 'x' * 1000000000 }}", "content": "c.html"},
+        {"id": "field", "type": "send_sms", "text": "{{ contact.first_name * 300000000 }}"},
+        {
+            "id": "lipsum",
+            "type": "notify_email",
+            "to": "sales@acme.example",
+            "subject": "New lead",
+            "message": "{% for lipsum in [] %}{% endfor %}{{ lipsum(n=200000) }}",
+        },
+        {"id": "range", "type": "notify_sms", "to": "+46701234599", "text": "{% set range = range %}{{ range(9) }}"},
+        {**MAIL[0], "id": "fine"},
+        {"id": "done", "type": "finish"},
+    ]
+    deploy(store, clock, tmp_path, hostile)
+    enroll(store, clock, {"email": "a@x.example", "first_name": "Åsa", "mobile": "070-123 45 67"})
+    server, port = smtp_server
+    sms = FakeMail()
+    started = time.process_time()
+    stats = smtp_dispatcher(store, clock, port, sms).run_once()
+    assert time.process_time() - started < 10  # nothing was computed, let alone sent
+    assert (stats.sent, stats.failed) == (1, 4)
+    rows = {r.step_id: r for r in outbox(store)}
+    assert rows["fine"].state == "sent"
+    [message] = server.arrived
+    assert message.parsed()["Subject"] == "Hej Åsa"
+    assert sms.sent == []
+    reasons = {step: (row.state, row.last_error) for step, row in rows.items() if step != "fine"}
+    assert reasons == {
+        "times": ("failed", "merge field in subject: line 1: arithmetic ('*') is not allowed in merge fields"),
+        "field": ("failed", "merge field in SMS text: line 1: arithmetic ('*') is not allowed in merge fields"),
+        "lipsum": (
+            "failed",
+            "merge field in message: line 1: {% for %} is not allowed in merge fields: merge fields have no loops; "
+            "line 1: function calls are not allowed in merge fields (lipsum(…))",
+        ),
+        "range": (
+            "failed",
+            "merge field in SMS text: line 1: {% set %} is not allowed in merge fields: merge fields cannot name "
+            "values; line 1: function calls are not allowed in merge fields (range(…))",
+        ),
+    }
+
+
+def test_a_render_over_its_budget_fails_that_row_and_the_next_is_sent(
+    store: Store, clock: ManualClock, tmp_path: Any, smtp_server: Any
+) -> None:
+    subject = "{{ contact.first_name }} " * 100  # legal, and long for a long name
+    deploy(store, clock, tmp_path, [{**MAIL[0], "subject": subject}, MAIL[1]])
+    enroll(
+        store,
+        clock,
+        {"email": "long@x.example", "first_name": "Maximiliana"},  # 12 × 100 characters
+        {"email": "short@x.example", "first_name": "Bo"},  # 3 × 100
+    )
+    server, port = smtp_server
+    stats = smtp_dispatcher(store, clock, port, FakeMail()).run_once()
+    assert (stats.sent, stats.failed) == (1, 1)
+    rows = {r.contact_email: r for r in outbox(store)}
+    assert (rows["long@x.example"].state, rows["long@x.example"].last_error) == (
+        "failed",
+        "subject is longer than 998 characters",
+    )
+    assert rows["short@x.example"].state == "sent"
+    [message] = server.arrived
+    assert message.rcpt_tos == ["short@x.example"]
+
+
+def test_a_row_that_is_not_a_message_of_its_kind_fails_alone(
+    store: Store, clock: ManualClock, mail: FakeMail, dispatcher: Dispatcher, tmp_path: Any
+) -> None:
+    deploy(store, clock, tmp_path, MAIL)
+    enroll(store, clock, {"email": "a@x.example", "first_name": "A"}, {"email": "b@x.example", "first_name": "B"})
+    first = outbox(store)[0]
+    with store.engine.begin() as conn:
+        conn.execute(update(c.outbox).where(c.outbox.c.id == first.id).values(payload={**first.payload, "html": "x"}))
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.failed) == (1, 1)
+    rows = outbox(store)
+    assert (rows[0].state, rows[0].last_error) == ("failed", "the send_email payload has unknown keys: html")
+    assert rows[1].state == "sent"

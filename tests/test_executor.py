@@ -14,7 +14,7 @@ from sqlalchemy import select
 from reconciler.apply import ApplyOptions, apply, break_glass
 from reconciler.clock import ManualClock
 from reconciler.executor import Executor
-from reconciler.executor.runner import STEP_HANDLERS
+from reconciler.executor.handlers import HANDLERS
 from reconciler.spec.bundle import bundle_document
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import Step
@@ -48,6 +48,7 @@ def deploy(
     **spec: Any,
 ) -> None:
     spec.setdefault("triggers", SIGNUP)
+    spec.setdefault("settings", {"email": EMAIL})  # distribute_to_owner notifies: a sender is needed to start
     clock.advance(timedelta(seconds=1))  # applying takes a moment: events before it are before it
     document = flow_doc(name, steps=steps, status=status, **spec)
     result = apply(
@@ -361,13 +362,14 @@ def test_update_contact_writes_company_fields_that_later_steps_see(
         clock,
         {"email": "a@x.example", "company": "Acme", "city": "Lund"},
         {"email": "b@x.example", "company": "Acme", "city": "Umeå"},
-        {"email": "c@x.example"},
+        {"email": "c@x.example", "city": "Kiruna"},
+        {"email": "d@x.example", "company": "Acme"},
     )
     with store.transaction() as tx:
         crm = CrmTx(tx)
         crm.ensure_companies(["Acme"])
         crm.update_company("Acme", {"employees": 5, "custom": {"founded": 1990}})
-    executor.enroll("f", ["a@x.example", "b@x.example", "c@x.example"])
+    executor.enroll("f", ["a@x.example", "b@x.example", "c@x.example", "d@x.example"])
     executor.run_once()
     (acme,) = rows(store, c.companies)
     assert (acme.employees, acme.custom, acme.city) == (15, {"founded": 1990, "tier": "gold"}, "Umeå")
@@ -376,6 +378,11 @@ def test_update_contact_writes_company_fields_that_later_steps_see(
     assert [r.title for r in rows(store, c.requests)] == ["Acme in Umeå"]  # only b saw 15 employees
     assert people_now["c@x.example"].status == "failed"
     assert people_now["c@x.example"].reason == "the contact has no company, so company.employees cannot be updated"
+    # the one empty-value rule of every rendered text: a field without a value fails, never renders as ""
+    assert (people_now["d@x.example"].status, people_now["d@x.example"].reason) == (
+        "failed",
+        "merge field: contact.city has no value",
+    )
 
 
 def test_a_flow_may_not_rename_a_company() -> None:
@@ -589,9 +596,12 @@ def test_success_criteria_finish_immediately_and_handoff(store: Store, clock: Ma
     executor.run_once()
     emit(store, clock, "sale_created", "a@x.example")
     executor.run_once()
-    assert where(store)["a@x.example"] == ("finished_with_success", "w")
+    # moved directly to the finish step (the vendor's rule), whose success hand-off happens
+    assert where(store)["a@x.example"] == ("finished_with_success", "done")
     assert where(store)["b@x.example"] == ("active", "w")
-    assert where(store, "onboarding") == {}  # finish_immediately leaves before the finish step's hand-off
+    assert where(store, "onboarding") == {"a@x.example": ("active", "n")}
+    runs = [(r.step_id, r.outcome) for r in rows(store, c.step_runs) if r.step_id in ("w", "done")]
+    assert ("w", "left: success criterion met") in runs and ("done", "finish") in runs
 
 
 def test_events_a_flow_emits_trigger_other_flows_and_the_rest_are_only_recorded(
@@ -674,4 +684,44 @@ def test_changing_a_wait_moves_waiting_participants_only_when_asked(
 
 def test_every_step_type_of_the_spec_has_a_handler() -> None:
     step_types = set(get_args(get_args(Step)[0]))
-    assert set(STEP_HANDLERS) == step_types
+    assert set(HANDLERS) == step_types
+
+
+def test_recompute_waits_counts_from_when_the_participant_entered_the_wait(
+    store: Store, clock: ManualClock, executor: Executor
+) -> None:
+    """Entered 5d wait at 09:01; edited to 1d without --recompute-waits (due stays), then
+    to 2h with it: due from entry + 2h, i.e. at once — not from the previous spec's 1d."""
+
+    def edit(duration: str, recompute: bool) -> None:
+        steps = [{**WAIT_THEN_TAG[0], "duration": duration}, *WAIT_THEN_TAG[1:]]
+        options = ApplyOptions(
+            actor="t", lock_wait=timedelta(0), recompute_waits=recompute, update_policy="pause_and_resume"
+        )
+        result = apply(
+            store,
+            [
+                bundle_document(
+                    flow_doc("f", steps=steps, triggers=SIGNUP, status="running", settings={"email": EMAIL}), {}
+                )
+            ],
+            clock=clock,
+            options=options,
+        )
+        assert result.applied and not result.blocked
+
+    deploy(store, clock, [{**WAIT_THEN_TAG[0], "duration": "5d"}, *WAIT_THEN_TAG[1:]])
+    contacts(store, clock, {"email": "a@x.example"})
+    clock.set(datetime(2026, 1, 10, 9, 1, tzinfo=UTC))
+    executor.enroll("f", ["a@x.example"])
+    executor.run_once()
+    entered = clock.now()
+    assert people(store)["a@x.example"].due_at == entered + timedelta(days=5)
+    clock.advance(timedelta(days=1))
+    edit("1d", recompute=False)
+    assert people(store)["a@x.example"].due_at == entered + timedelta(days=5)  # kept: not asked to
+    clock.advance(timedelta(hours=2))
+    edit("2h", recompute=True)
+    assert people(store)["a@x.example"].due_at == entered + timedelta(hours=2)  # overdue: goes on at once
+    executor.run_once()
+    assert where(store)["a@x.example"] == ("finished", "done")

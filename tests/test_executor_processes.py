@@ -29,10 +29,10 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock, SystemClock
 from reconciler.executor import Executor
+from reconciler.executor.batch import Batch
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.enrollment import Enroller, process_events
 from reconciler.executor.facts import FactLoader
-from reconciler.executor.runner import Batch
 from reconciler.spec.bundle import bundle_document
 from reconciler.state import Store
 from reconciler.state import crm as c

@@ -28,7 +28,6 @@ resume or start nobody is queued.
 
 from __future__ import annotations
 
-import atexit
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.crm_store import CrmTx, NewEvent
 from reconciler.state.records import CANCELLED, DROPPED_OUT, FAILED, FINISHED, FINISHED_WITH_SUCCESS, IN_FLOW, QUEUED
+from tests.conftest import migrated_sqlite_template
 
 FLOW = "life"
 CONTACTS = tuple(f"c{i}@example.com" for i in range(8))
@@ -122,29 +122,12 @@ VARIANTS = st.builds(
 Row = tuple[Any, ...]
 
 
-class _Template:
-    """One migrated, empty SQLite database per test session, copied for every example
-    (running the migrations per example would dominate the runtime)."""
-
-    path: Path | None = None
-
-    @classmethod
-    def get(cls) -> Path:
-        if cls.path is None:
-            directory = Path(tempfile.mkdtemp(prefix="executor-props-"))
-            atexit.register(shutil.rmtree, directory, True)
-            path = directory / "template.db"
-            Store.open(f"sqlite:///{path}").close()
-            cls.path = path
-        return cls.path
-
-
 class ExecutorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="executor-sm-"))
         db = self.dir / "state.db"
-        shutil.copy(_Template.get(), db)
+        shutil.copy(migrated_sqlite_template(), db)
         self.store = Store.open(f"sqlite:///{db}")
         self.clock = ManualClock()
         self.executor = Executor(self.store, self.clock, batch_size=3, event_batch=4)

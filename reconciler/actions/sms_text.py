@@ -1,5 +1,5 @@
-"""SMS text: rendering merge fields, choosing the encoding, counting segments, and
-normalising the recipient's number to E.164.
+"""SMS text: choosing the encoding, counting segments, and normalising the recipient's
+number to E.164 (merge fields are filled in before: ``reconciler.compose.sms``).
 
 Why it exists: a provider bills per *segment*, and one character outside the GSM 03.38
 alphabet (a typographic apostrophe, an emoji) switches the whole message to UCS-2 and
@@ -7,23 +7,16 @@ cuts a segment from 160 to 70 characters. ``validate``/``plan`` show the count s
 reviewer sees "3 segments" before anything is sent; the dispatcher uses the same
 functions to build the ``SmsMessage``.
 
-Everything here is pure (no I/O, no clock). Bad input for one participant (an invalid
-number, a merge field without a value) raises ``PermanentDeliveryError`` with a
-message that is recorded as that participant's outcome.
+Everything here is pure (no I/O, no clock). An invalid number raises
+``PermanentDeliveryError`` with a message that is recorded as the participant's outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any
-
 import phonenumbers
-from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
-from reconciler.actions.delivery import PermanentDeliveryError, SmsMessage
-from reconciler.spec.sms_segments import (  # re-exported: the counting lives with the specs
+from reconciler.actions.delivery import PermanentDeliveryError
+from reconciler.sms_segments import (  # re-exported: the counting lives below the specs, for validate too
     GSM_BASIC,
     GSM_EXTENSION,
     SmsCount,
@@ -38,7 +31,6 @@ __all__ = [
     "GSM_BASIC",
     "GSM_EXTENSION",
     "SmsCount",
-    "compose_sms",
     "count_sms",
     "describe",
     "describe_text",
@@ -46,41 +38,7 @@ __all__ = [
     "known_region",
     "non_gsm_characters",
     "normalize_number",
-    "render_sms",
 ]
-
-
-def _refuse_none(value: Any) -> Any:
-    # A stored NULL would render as "None": never send "Hi None!".
-    if value is None:
-        raise UndefinedError("a merge field is empty (None)")
-    return value
-
-
-# The same syntax and sandbox as spec.templates (so validate and send agree), plus a
-# finalize hook that refuses None.
-_ENVIRONMENT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=_refuse_none)
-
-
-@lru_cache(maxsize=256)
-def _compile(template: str) -> Template:
-    return _ENVIRONMENT.from_string(template)
-
-
-def render_sms(template: str, data: Mapping[str, Any]) -> str:
-    """Merge ``data`` (``contact``, ``company``, ``flow``) into an SMS text.
-
-    Raises ``PermanentDeliveryError`` when the template does not render for this
-    participant (a merge field without a value, a sandbox violation, a syntax error).
-    """
-    try:
-        return _compile(template).render(dict(data))
-    except UndefinedError as exc:
-        raise PermanentDeliveryError(f"SMS text has a merge field without a value: {exc.message}") from None
-    except TemplateError as exc:
-        raise PermanentDeliveryError(f"SMS text cannot be rendered: {exc.message or type(exc).__name__}") from None
-    except Exception as exc:  # a template is user input: any failure is this participant's outcome
-        raise PermanentDeliveryError(f"SMS text cannot be rendered: {type(exc).__name__}: {exc}") from None
 
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -139,27 +97,3 @@ def normalize_number(raw: str, default_region: str | None) -> str:
         where = phonenumbers.region_code_for_country_code(number.country_code or 0)
         raise invalid(f"not a valid number in {where}" if where and where != "ZZ" else "not a valid number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-# --- all together ----------------------------------------------------------------------------
-
-
-def compose_sms(
-    *,
-    to: str,
-    template: str,
-    data: Mapping[str, Any],
-    sender: str,
-    reference: str,
-    default_region: str | None,
-) -> SmsMessage:
-    """The message the dispatcher hands to an ``SmsTransport``, from an outbox payload
-    (``to`` as stored on the contact, ``text`` as written in the spec)."""
-    number = normalize_number(to, default_region)
-    text = render_sms(template, data)
-    if not text.strip():
-        raise PermanentDeliveryError("SMS text is empty after merging the merge fields")
-    count = count_sms(text)
-    return SmsMessage(
-        to=number, sender=sender, text=text, reference=reference, segments=count.segments, encoding=count.encoding
-    )

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from reconciler.clock import Clock
 from reconciler.errors import UserError
+from reconciler.executor.batch import Batch
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.enrollment import Enroller, EnrollResult, process_events
 from reconciler.executor.facts import FactLoader
-from reconciler.executor.runner import Batch
 from reconciler.spec import no_cyclic_gc
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx

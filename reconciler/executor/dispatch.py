@@ -50,15 +50,14 @@ from reconciler.actions.delivery import (
     SmsTransport,
     TemporaryDeliveryError,
 )
-from reconciler.actions.email import EmailTemplate
-from reconciler.actions.sms_text import compose_sms
 from reconciler.clock import Clock
+from reconciler.compose import EmailTemplate, compose_sms, participant_context
 from reconciler.config import ScriptRegistration
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.facts import company_view
 from reconciler.executor.group_commit import GroupCommit
 from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
-from reconciler.executor.steps import CONTACT_SENDS
+from reconciler.messages import CONTACT_SENDS, EmailNotification, EmailSend, MessageInvalid, ScriptRun, parse_message
 from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state.crm_store import CrmTx
@@ -243,15 +242,18 @@ class Dispatcher:
             raise PermanentDeliveryError(f"revision {row.revision} of flow {row.flow_name!r} is gone")
         if contact is None:
             raise PermanentDeliveryError(f"contact {row.contact_email} no longer exists")
-        payload = row.payload
-        if row.kind == "run_script":
-            return str(payload["script"])
-        if row.kind in ("send_email", "notify_email"):
+        try:
+            message = parse_message(row.kind, row.payload)
+        except MessageInvalid as exc:
+            raise PermanentDeliveryError(str(exc)) from None
+        if isinstance(message, ScriptRun):
+            return message.script
+        if isinstance(message, EmailSend | EmailNotification):
             if isinstance(job.template, PermanentDeliveryError):
                 raise PermanentDeliveryError(job.template.detail)
             assert job.template is not None
             return job.template.render(
-                to=payload.get("to"),
+                to=message.to,
                 contact=contact,
                 flow=flow,
                 associates=job.associates,
@@ -259,19 +261,14 @@ class Dispatcher:
                 unsubscribe_url=self._unsubscribe(flow, row),
                 company=job.company,
             )
-        data = {
-            "contact": contact,
-            "company": job.company,
-            "flow": {"name": flow.name, "description": flow.metadata.description, "owner": flow.spec.owner},
-        }
         settings = flow.spec.settings.sms
-        sender = payload.get("sender") or (settings.sender if settings else None)
+        sender = message.sender or (settings.sender if settings else None)
         if not sender:
             raise PermanentDeliveryError("no SMS sender: set it on the step or in settings.sms.sender")
         return compose_sms(
-            to=str(payload["to"]),
-            template=str(payload["text"]),
-            data=data,
+            to=message.to,
+            template=message.text,
+            context=participant_context(flow=flow, contact=contact, company=job.company),
             sender=str(sender),
             reference=row.idempotency_key,
             default_region=settings.default_region if settings else None,
@@ -398,26 +395,28 @@ class Dispatcher:
         return jobs
 
     def _template(self, tx: Tx, row: OutboxRow, files: Mapping[str, str]) -> EmailTemplate | PermanentDeliveryError:
-        """The row's payload compiled, once per dispatcher; its content files read only then."""
-        payload = _email_payload(row)
-        key = json.dumps(
-            [row.flow_name, row.revision, {k: v for k, v in payload.items() if k != "to"}], sort_keys=True, default=str
-        )
+        """The row's message compiled, once per dispatcher; its content files read only then."""
+        try:
+            message = _email_message(row)
+        except MessageInvalid as exc:
+            return PermanentDeliveryError(str(exc))
+        payload = {k: v for k, v in row.payload.items() if k != "to"}
+        key = json.dumps([row.flow_name, row.revision, payload], sort_keys=True, default=str)
         found = self._templates.get(key)
         if found is not None:
             return found
-        names = [payload.get("content"), payload.get("text_content"), *payload.get("attachments", [])]
+        names = [message.content, message.text_content, *message.attachments] if isinstance(message, EmailSend) else []
         content = {}
-        for name in (str(n) for n in names if n):
+        for name in (n for n in names if n):
             digest = files.get(name)
             data = blob(tx, digest) if digest else None
             if data is not None:
                 content[name] = data
         template: EmailTemplate | PermanentDeliveryError
         try:
-            template = EmailTemplate.compile(payload, content)
+            template = EmailTemplate.compile(message, content)
         except PermanentDeliveryError as exc:
-            template = exc  # the same for every row of this payload
+            template = exc  # the same for every row of this message
         if len(self._templates) >= 256:
             self._templates.clear()
         self._templates[key] = template
@@ -435,17 +434,13 @@ class Dispatcher:
         return f"mailto:{address or 'unsubscribe@invalid'}?subject=unsubscribe%20{quote(row.contact_email)}"
 
 
-def _email_payload(row: OutboxRow) -> dict[str, Any]:
-    if row.kind == "send_email":
-        return dict(row.payload)
-    # A notification: a plain message to a colleague, rendered like an e-mail without content files.
-    return {
-        "to": row.payload["to"],
-        "subject": row.payload["subject"],
-        "html": None,
-        "text": row.payload["message"],
-        "notification": True,
-    }
+def _email_message(row: OutboxRow) -> EmailSend | EmailNotification:
+    """The row's e-mail (a notification is a plain message to a colleague, rendered like
+    an e-mail without content files); ``MessageInvalid`` when the payload does not fit."""
+    message = parse_message(row.kind, row.payload)
+    if not isinstance(message, EmailSend | EmailNotification):
+        raise MessageInvalid(f"a {row.kind} row is not an e-mail")
+    return message
 
 
 def _message_id(row: OutboxRow) -> str:

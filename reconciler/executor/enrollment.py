@@ -33,6 +33,7 @@ from reconciler.state.executor_store import (
 )
 from reconciler.state.records import ACTIVE, DROPPED_OUT, IN_FLOW, QUEUED
 from reconciler.state.store import Tx
+from reconciler.statuses import TRIGGERS_ON, FlowStatus
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Enroller:
         if record is None or flow is None:
             result.skipped.update(dict.fromkeys((c.email for c in contacts), f"no flow named {flow_name!r}"))
             return result
-        if record.status not in ("running", "paused"):
+        if record.status not in TRIGGERS_ON:
             result.skipped.update(dict.fromkeys((c.email for c in contacts), f"flow {flow_name!r} is not running"))
             return result
         enrollment = flow.spec.enrollment
@@ -108,7 +109,7 @@ class Enroller:
                 or (isinstance(c, AddedToProject) and c.project in fact.projects)
                 for c in criteria
             )
-            running = record.status == "running"
+            running = record.status == FlowStatus.RUNNING
             rows.append(
                 {
                     "flow_id": record.id,
@@ -197,7 +198,7 @@ def _was_live(changes: list[tuple[datetime, str | None]], at: datetime) -> bool:
         if when > at:
             break
         status = to_status
-    return status in ("running", "paused")
+    return status in TRIGGERS_ON
 
 
 def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime, parts: Sequence[Participation]) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from reconciler.actions.delivery import EmailMessage, PermanentDeliveryError, SmsMessage
-from reconciler.actions.email import EmailTemplate
+from reconciler.compose import EmailTemplate
 from reconciler.spec.models import Flow
 from reconciler.state.crm_store import AssociateRecord
 from reconciler.state.outbox_store import OutboxRow

@@ -2,18 +2,15 @@
 
 Reviewers read a flow's shape faster as a picture than as YAML: which branch of a
 split leads where, where participants drop out, where they wait. GitHub renders
-fenced ``mermaid`` blocks, so the Markdown plan embeds this text. The graph follows
-``reconciler.spec.graph.successors``; splits are walked here so that their edges
-carry the branch names. Pure: a Flow in, a string out.
+fenced ``mermaid`` blocks, so the Markdown plan embeds this text. The edges are those of
+``reconciler.spec.graph`` (the graph the executor follows), with branch names. Pure: a Flow in, a string out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from reconciler.spec.graph import successors
+from reconciler.spec.graph import EdgeKind, flow_graph
 from reconciler.spec.models import Flow
-from reconciler.spec.steps import Finish, SendSms, Split, Step, WaitForAction
+from reconciler.spec.steps import Finish, Split, Step
 
 TRIGGER_NODE = "flow_trigger"
 EXIT_NODE = "flow_exit"
@@ -63,32 +60,23 @@ def _edge(source: str, target: str, label: str | None = None, *, dotted: bool = 
     return f"{source} {arrow}|{escape_label(label)}| {target}"
 
 
-def _edges(steps: Sequence[Step]) -> tuple[list[str], bool]:
+def _edges(flow: Flow) -> tuple[list[str], bool]:
     """Edges between steps, and whether any of them leads to the drop-out node."""
-    ids = [s.id for s in steps]
-    following = {sid: (ids[i + 1] if i + 1 < len(ids) else None) for i, sid in enumerate(ids)}
-    graph = successors(steps)
+    graph = flow_graph(flow)
     lines: list[str] = []
     exits = False
-    for step in steps:
-        source = node_id(step.id)
-        if isinstance(step, Split):
-            for branch in step.branches:
-                if branch.exit:
-                    lines.append(_edge(source, EXIT_NODE, branch.name))
-                    exits = True
-                    continue
-                target = branch.next or following[step.id]
-                if target is not None and target in following:
-                    lines.append(_edge(source, node_id(target), branch.name))
-            continue
-        lines.extend(_edge(source, node_id(target)) for target in graph.get(step.id, []))
-        if isinstance(step, WaitForAction) and step.on_timeout == "exit":
-            lines.append(_edge(source, EXIT_NODE, "timeout", dotted=True))
-            exits = True
-        elif isinstance(step, SendSms) and step.on_missing_mobile == "exit":
-            lines.append(_edge(source, EXIT_NODE, "no mobile", dotted=True))
-            exits = True
+    for source_id, edges in graph.edges.items():
+        source, drawn = node_id(source_id), set[tuple[str, str | None]]()
+        for edge in edges:
+            if edge.kind is EdgeKind.EXIT:
+                # a split's exiting branch is a way of its own; a timeout or a missing mobile a side exit
+                lines.append(_edge(source, EXIT_NODE, edge.label, dotted=edge.label in ("timeout", "no mobile")))
+                exits = True
+            elif edge.target in graph.steps:
+                label = edge.label if edge.kind is EdgeKind.BRANCH else None
+                if (edge.target, label) not in drawn:  # an action and a timeout going on: one arrow
+                    drawn.add((edge.target, label))
+                    lines.append(_edge(source, node_id(edge.target), label))
     return lines, exits
 
 
@@ -99,7 +87,7 @@ def flow_mermaid(flow: Flow) -> str:
     trigger_label = "triggers: " + (", ".join(triggers) if triggers else "none")
     lines = ["flowchart TD", f'    {TRIGGER_NODE}{{{{"{escape_label(trigger_label)}"}}}}']
     lines.extend(f"    {_node(step)}" for step in steps)
-    edges, exits = _edges(steps)
+    edges, exits = _edges(flow)
     if exits:
         lines.append(f'    {EXIT_NODE}(["drop out"])')
     if steps:

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import Diagnostic, Location, Severity
+from reconciler.sms_segments import count_sms, describe_text
 from reconciler.spec.conditions import AllOf, AnyOf, Condition, LinkClickedCondition, Not
-from reconciler.spec.graph import cycle_without_wait, unreachable
+from reconciler.spec.graph import flow_graph
 from reconciler.spec.loader import LoadedFlow, SpecSet, display_path
 from reconciler.spec.locate import PathPart
 from reconciler.spec.models import Flow
-from reconciler.spec.sms_segments import count_sms, describe_text
 from reconciler.spec.steps import (
     CreateFollowUp,
     CreateRequest,
     CreateSale,
+    DistributeToOwner,
     Finish,
     NotifyEmail,
     NotifySms,
@@ -39,6 +40,7 @@ from reconciler.spec.templates import template_problems
 from reconciler.statuses import FlowStatus
 
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
+MAX_CONTENT_BYTES = 2 * 1024 * 1024  # a content or text-content file (a template): refused unread when larger
 WARNING = Severity.WARNING
 Path_ = tuple[PathPart, ...]
 
@@ -79,6 +81,11 @@ def start_blockers(flow: Flow) -> list[Blocker]:
                 blockers.append(Blocker(at, f"step {step.id!r} sends e-mail but settings.email.sender has no address"))
             if email is None or email.reply_to is None or email.reply_to.required_address() is None:
                 blockers.append(Blocker(at, f"step {step.id!r} sends e-mail but settings.email.reply_to is missing"))
+        elif isinstance(step, NotifyEmail) or (isinstance(step, DistributeToOwner) and step.notify):
+            # A notification is an e-mail from the flow's sender too (no reply-to needed).
+            if email is None or email.sender is None or email.sender.required_address() is None:
+                what = "sends a notification e-mail" if isinstance(step, NotifyEmail) else "notifies the new owner"
+                blockers.append(Blocker(at, f"step {step.id!r} {what} but settings.email.sender has no address"))
         elif isinstance(step, (SendSms, NotifySms)) and step.sender is None and sms_sender is None:
             blockers.append(
                 Blocker(at, f"step {step.id!r} sends SMS but neither the step nor settings.sms has a sender")
@@ -176,9 +183,10 @@ class _FlowChecker:
     def _graph(self) -> None:
         steps = self.flow.spec.steps
         index = {s.id: i for i, s in enumerate(steps)}
-        for step_id in unreachable(steps):
+        graph = flow_graph(self.flow)
+        for step_id in graph.unreachable():
             self.report(("spec", "steps", index[step_id]), f"step {step_id!r} can never be reached", WARNING)
-        cycle = cycle_without_wait(steps)
+        cycle = graph.cycle_without_wait()
         if cycle:
             self.report(
                 ("spec", "steps", index[cycle[0]]),
@@ -238,6 +246,9 @@ class _FlowChecker:
             size = resolved.stat().st_size
         except (OSError, ValueError) as exc:
             self.report(at, f"{name!r} is not a usable file name: {getattr(exc, 'strerror', None) or exc}")
+            return None
+        if template and size > MAX_CONTENT_BYTES:
+            self.report(at, f"{name!r} is {size / 1_048_576:.1f} MB; a content file may be at most 2 MB")
             return None
         if template:
             self._content_file(resolved, at)

@@ -46,7 +46,7 @@ class Claimed:
     flow_id: int
     flow_name: str
     contact: str
-    status: str  # a ParticipantStatus read back; ``str`` while the executor assigns plain ``str``-typed values
+    status: ParticipantStatus
     step_id: str | None
     due_at: datetime | None
     reason: str | None

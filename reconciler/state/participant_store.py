@@ -48,20 +48,26 @@ class ParticipantTx:
         )
         return int(result.rowcount)
 
-    def waiting_on(self, flow_id: int, step_id: str) -> list[tuple[int, datetime | None]]:
+    def waiting_on(self, flow_id: int, step_id: str) -> list[tuple[int, datetime | None, int]]:
+        """(participant, due time, the revision it was worked out under) of those waiting on a step."""
         p = t.participants
-        query = select(p.c.id, p.c.due_at).where(
+        query = select(p.c.id, p.c.due_at, p.c.revision_seen).where(
             p.c.flow_id == flow_id,
             p.c.status == ParticipantStatus.ACTIVE,
             p.c.step_id == step_id,
             p.c.step_state == "waiting",
         )
-        return [(int(i), due) for i, due in self.c.execute(query)]
+        return [(int(i), due, int(seen)) for i, due, seen in self.c.execute(query)]
 
-    def set_due(self, dues: Sequence[tuple[int, datetime]], now: datetime) -> None:
+    def set_due(self, dues: Sequence[tuple[int, datetime]], now: datetime, revision: int) -> None:
+        """New due times, worked out under ``revision``."""
         if dues:
             p = t.participants
-            statement = update(p).where(p.c.id == bindparam("pid")).values(due_at=bindparam("due"), updated_at=now)
+            statement = (
+                update(p)
+                .where(p.c.id == bindparam("pid"))
+                .values(due_at=bindparam("due"), revision_seen=revision, updated_at=now)
+            )
             self.c.execute(statement, [{"pid": i, "due": due} for i, due in dues])
 
     def move_participants(self, flow_id: int, from_step: str, to_step: str, now: datetime) -> int:

@@ -85,10 +85,6 @@ class Occupancy:
     def on(self, step_id: str) -> int:
         return self.on_step.get(step_id, 0)
 
-    def before(self, step_id: str) -> int:
-        """Participants still in the flow that have not reached the step yet."""
-        return max(self.in_flow - self.on(step_id) - self.passed_in_flow.get(step_id, 0), 0)
-
 
 @dataclass(frozen=True)
 class ParticipantRecord:

@@ -1,7 +1,8 @@
 """How long an SMS is: GSM-7 or UCS-2, and how many segments it is billed as.
 
 Pure counting (GSM 03.38 with its extension table; 160/153 septets, 70/67 UTF-16
-units), used by ``validate`` to show what a text costs and by the dispatcher.
+units), used by ``validate`` to show what a text costs and by the dispatcher. It lives
+below ``spec`` and ``actions`` both, so the transports need not import the specs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.spec.templates import has_template
+from reconciler.templating.language import has_template
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
@@ -105,6 +106,3 @@ def describe_text(text: str) -> str:
         shown = ", ".join(repr(ch) for ch in culprits[:3]) + (", …" if len(culprits) > 3 else "")
         line += f" (UCS-2 because of {shown})"
     return line
-
-
-# --- merge fields ----------------------------------------------------------------------------
