@@ -68,13 +68,14 @@ from typing import Any
 from common import PROFILE_TOP, profiled, verdict
 from sqlalchemy import func, select
 
+from reconciler.actions.scripts import ScriptRunner
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpTransport
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock
 from reconciler.compose import render_email
 from reconciler.executor import Executor
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, Transports
 from reconciler.messages import EmailSend, parse_message
 from reconciler.spec.bundle import FileRef, FlowBundle
 from reconciler.spec.models import Flow

@@ -25,10 +25,11 @@ from pathlib import Path
 from types import FrameType
 
 from reconciler.actions import sink, sms_http, smtp
+from reconciler.actions.scripts import ScriptRunner
 from reconciler.clock import Clock
 from reconciler.config import registered_scripts
 from reconciler.executor import BATCH_SIZE, Executor, RunStats
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, Transports
 from reconciler.state import Store
 
 SINK_DIRECTORY = Path(".reconciler/outbox")

@@ -24,12 +24,13 @@ from reconciler.actions.delivery import (
     SmsMessage,
     TemporaryDeliveryError,
 )
+from reconciler.actions.scripts import ScriptRunner
 from reconciler.actions.smtp import SmtpTransport
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock
 from reconciler.config import ScriptRegistration
 from reconciler.executor import Executor
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, ScriptRunner, Transports
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, Transports
 from reconciler.spec.bundle import FileRef, FlowBundle
 from reconciler.spec.models import Flow
 from reconciler.state import Store

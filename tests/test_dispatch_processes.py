@@ -37,12 +37,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import func, select
 
+from reconciler.actions.scripts import ScriptRunner
 from reconciler.actions.sink import MaildirSink
 from reconciler.actions.smtp import SmtpTransport
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import ManualClock
 from reconciler.executor import Executor
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, DispatchStats, ScriptRunner, Transports
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, DispatchStats, Transports
 from reconciler.spec.bundle import FileRef, FlowBundle
 from reconciler.spec.models import Flow
 from reconciler.state import Store

@@ -25,18 +25,14 @@ someone. The next claim is prefetched while the last rows are being sent.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import quote
 
 from reconciler.actions.delivery import (
@@ -45,18 +41,17 @@ from reconciler.actions.delivery import (
     EmailTransport,
     OutcomeUnknown,
     PermanentDeliveryError,
-    Receipt,
     SmsMessage,
     SmsTransport,
     TemporaryDeliveryError,
 )
+from reconciler.actions.scripts import ScriptRunner
 from reconciler.clock import Clock
 from reconciler.compose import EmailTemplate, compose_sms, participant_context
-from reconciler.config import ScriptRegistration
 from reconciler.executor.catalog import Catalog
 from reconciler.executor.facts import company_view
 from reconciler.executor.group_commit import GroupCommit
-from reconciler.executor.outbox_run import DispatchStats, Job, Outcome, Prepared, Run, Write, Written
+from reconciler.executor.outbox_run import DispatchPolicy, DispatchStats, Job, Outcome, Prepared, Run, Write, Written
 from reconciler.messages import CONTACT_SENDS, EmailNotification, EmailSend, MessageInvalid, ScriptRun, parse_message
 from reconciler.spec.models import Flow
 from reconciler.state import Store
@@ -81,66 +76,7 @@ from reconciler.state.outbox_store import (
 from reconciler.state.store import Tx
 from reconciler.timing import flow_zone, window_opens
 
-
-@dataclass(frozen=True)
-class DispatchPolicy:
-    batch_size: int = 100
-    max_attempts: int = 8
-    base_delay: timedelta = timedelta(seconds=30)
-    max_delay: timedelta = timedelta(hours=4)
-    rate_per_minute: int = 600  # per flow
-    # Messages handed over at once, each by a thread with a connection of its own. 16: the
-    # threads' commits group better (0.2 transactions per message instead of 0.6 with 4), and
-    # it stays below what MTAs expect of one client (Postfix itself opens up to 20 per
-    # destination). Lower it (--connections) for a relay that allows fewer.
-    connections: int = 16
-    stale_after: timedelta = timedelta(minutes=10)
-    reserve_for: timedelta = timedelta(minutes=5)  # a claimed batch is ours this long; then due again
-    script_timeout: float = 30.0
-    unsubscribe_url: str | None = None  # with {email}; default: a mailto: to the reply-to address
-
-    def __post_init__(self) -> None:
-        if self.connections < 1 or self.batch_size < 1:
-            raise ValueError("connections and batch_size must be at least 1")
-
-    def backoff(self, attempt: int, jitter: float) -> timedelta:
-        """Exponential, capped, with full jitter in [0.5, 1.5) so retries spread out."""
-        delay = min(self.max_delay, self.base_delay * (1 << max(attempt - 1, 0)))
-        return delay * (0.5 + jitter)
-
-
-class ScriptRunner:
-    """Runs operator-registered scripts with a timeout. Fire-and-forget for the flow:
-    the participant moved on already; the outcome is recorded on the outbox row."""
-
-    def __init__(self, registrations: Mapping[str, ScriptRegistration], timeout: float) -> None:
-        self.registrations, self.timeout = registrations, timeout
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="script")
-
-    def run(self, name: str, contact: dict[str, Any]) -> Receipt:
-        registration = self.registrations.get(name)
-        if registration is None:
-            raise PermanentDeliveryError(f"script {name!r} is not registered here")
-        module_name, _, attribute = registration.target.partition(":")
-        try:
-            target: Any = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise PermanentDeliveryError(f"script {name!r}: cannot load {registration.target}: {exc}") from None
-        future = self._pool.submit(target, contact)
-        try:
-            result = future.result(timeout=self.timeout)
-        except FutureTimeout:
-            if future.cancel():  # it waited behind other scripts and never started: not run at all
-                raise TemporaryDeliveryError(f"script {name!r} did not start within {self.timeout:g} s") from None
-            raise PermanentDeliveryError(f"script {name!r} did not finish within {self.timeout:g} s") from None
-        except Exception as exc:
-            raise PermanentDeliveryError(f"script {name!r} raised {type(exc).__name__}: {exc}") from None
-        return Receipt(detail=repr(result)[:500])
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+__all__ = ["DispatchPolicy", "DispatchStats", "Dispatcher", "Transports"]
 
 
 @dataclass
