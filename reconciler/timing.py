@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -60,3 +61,33 @@ def window_opens(window: SendingWindow | None, now: datetime, tz: tzinfo) -> dat
         if candidate > local:
             return candidate.astimezone(UTC)
     raise AssertionError("a sending window opens within a week")  # pragma: no cover
+
+
+def first_free_slot(
+    busy: Sequence[tuple[datetime, datetime]],
+    after: datetime,
+    length: timedelta,
+    tz: tzinfo,
+    *,
+    day_start: int = 8,
+    day_end: int = 17,
+    working_days_only: bool = True,
+) -> datetime:
+    """The first slot of ``length`` at or after ``after`` within working hours in ``tz``
+    that overlaps none of ``busy``; aware datetimes in, UTC out."""
+    slot = after.astimezone(tz)
+    if slot.minute or slot.second or slot.microsecond:  # meetings start on the hour
+        slot = slot.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    for _ in range(10_000):
+        opens = slot.replace(hour=day_start, minute=0, second=0, microsecond=0)
+        closes = slot.replace(hour=day_end, minute=0, second=0, microsecond=0)
+        if (working_days_only and slot.weekday() >= 5) or slot + length > closes:
+            slot = opens + timedelta(days=1)
+        elif slot < opens:
+            slot = opens
+        else:
+            clash = max((e for s, e in busy if s < slot + length and e > slot), default=None)
+            if clash is None:
+                return slot.astimezone(UTC)
+            slot = clash.astimezone(tz)
+    raise ValueError("no free slot in the diary within a year")  # the caller says whose diary

@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from reconciler.actions.delivery import PermanentDeliveryError, SmsMessage
-from reconciler.actions.sms_text import count_sms, normalize_number
+from reconciler.actions.sms_text import count_sms
 from reconciler.compose.merge import compiled, rendered
+from reconciler.phones import InvalidNumber, normalize_number
 from reconciler.spec.templates import TEXT_NAMES
 from reconciler.templating import SMS_TEXT, Budget, MergeContext, MergeTemplate
 
@@ -49,7 +50,10 @@ def compose_sms(
 ) -> SmsMessage:
     """The message the dispatcher hands to an ``SmsTransport``, from an outbox message
     (``to`` as stored on the contact, ``text`` as written in the spec)."""
-    number = normalize_number(to, default_region)
+    try:
+        number = normalize_number(to, default_region)
+    except InvalidNumber as exc:
+        raise PermanentDeliveryError(str(exc)) from None
     text = render_sms(template, context, budget)
     if not text.strip():
         raise PermanentDeliveryError("SMS text is empty after merging the merge fields")

@@ -23,7 +23,7 @@ from reconciler.spec.conditions import (
     LinkClickedCondition,
     Not,
 )
-from reconciler.state.crm_store import ContactRecord
+from reconciler.state.crm_records import ContactRecord
 
 
 @dataclass(frozen=True)

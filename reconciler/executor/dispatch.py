@@ -59,7 +59,6 @@ from reconciler.state.crm_store import CrmTx
 from reconciler.state.outbox_store import (
     Finished,
     HeldConnection,
-    OutboxRow,
     blob,
     claim_pending,
     defer,
@@ -73,6 +72,7 @@ from reconciler.state.outbox_store import (
     serialize_claims,
     start_attempts,
 )
+from reconciler.state.records import OutboxRow
 from reconciler.state.store import Tx
 from reconciler.timing import flow_zone, window_opens
 

@@ -20,7 +20,7 @@ from reconciler.actions.delivery import EmailMessage, PermanentDeliveryError, Sm
 from reconciler.compose import EmailTemplate
 from reconciler.spec.models import Flow
 from reconciler.state.crm_store import AssociateRecord
-from reconciler.state.outbox_store import OutboxRow
+from reconciler.state.records import OutboxRow
 
 
 @dataclass(frozen=True)

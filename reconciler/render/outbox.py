@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from reconciler.state.outbox_store import STATES, OutboxRow
+from reconciler.state.records import OUTBOX_STATES as STATES
+from reconciler.state.records import OutboxRow
 
 
 def outbox_json(counts: Mapping[str, Mapping[str, int]], rows: Sequence[OutboxRow]) -> str:

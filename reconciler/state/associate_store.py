@@ -2,14 +2,13 @@
 
 Split from ``crm_store`` because associates are the CRM's people on our side, not
 contacts: loaded by ``associates import``, looked up by name for owners and
-notifications, and asked for a free slot when a step books a meeting. The slot
-search (``first_free_slot``) is pure: it reads a diary given to it.
+notifications, and asked for a free slot when a step books a meeting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
@@ -66,33 +65,3 @@ class AssociateTx:
                 associate_id=associate_id, starts_at=start, ends_at=end, title=title, contact_id=contact_id
             )
         )
-
-
-def first_free_slot(
-    busy: Sequence[tuple[datetime, datetime]],
-    after: datetime,
-    length: timedelta,
-    tz: tzinfo,
-    *,
-    day_start: int = 8,
-    day_end: int = 17,
-    working_days_only: bool = True,
-) -> datetime:
-    """The first slot of ``length`` at or after ``after`` within working hours in ``tz``
-    that overlaps none of ``busy``; aware datetimes in, UTC out."""
-    slot = after.astimezone(tz)
-    if slot.minute or slot.second or slot.microsecond:  # meetings start on the hour
-        slot = slot.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    for _ in range(10_000):
-        opens = slot.replace(hour=day_start, minute=0, second=0, microsecond=0)
-        closes = slot.replace(hour=day_end, minute=0, second=0, microsecond=0)
-        if (working_days_only and slot.weekday() >= 5) or slot + length > closes:
-            slot = opens + timedelta(days=1)
-        elif slot < opens:
-            slot = opens
-        else:
-            clash = max((e for s, e in busy if s < slot + length and e > slot), default=None)
-            if clash is None:
-                return slot.astimezone(UTC)
-            slot = clash.astimezone(tz)
-    raise ValueError("no free slot in the diary within a year")

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from reconciler.state import crm as c
-from reconciler.state.associate_store import AssociateTx, first_free_slot
+from reconciler.state.associate_store import AssociateTx
 from reconciler.state.bulk import EACH, chunks, update_many
 from reconciler.state.crm_records import AssociateRecord, ContactRecord, EventRecord, NewEvent
 from reconciler.state.event_store import EventTx
@@ -164,5 +164,4 @@ __all__ = [
     "EventRecord",
     "NewEvent",
     "chunks",
-    "first_free_slot",
 ]

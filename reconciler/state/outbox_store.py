@@ -21,30 +21,11 @@ from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.bulk import chunks
 from reconciler.state.database import DatabaseError, advisory_xact_lock
+from reconciler.state.records import OutboxRow
 from reconciler.state.store import Store, Tx
 from reconciler.statuses import IN_FLOW, ParticipantStatus
 
-STATES = ("pending", "sending", "sent", "failed", "unknown")
 CLAIM_LOCK_KEY = 0x72656364  # "recd": the advisory lock around a dispatcher's claim
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    idempotency_key: str
-    participant_id: int | None
-    flow_name: str
-    revision: int
-    step_id: str
-    kind: str
-    contact_email: str
-    payload: dict[str, Any]
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 class HeldConnection:

@@ -128,3 +128,25 @@ __all__ = [
     "RevisionRecord",
     "StatusChange",
 ]
+
+
+OUTBOX_STATES = ("pending", "sending", "sent", "failed", "unknown")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    idempotency_key: str
+    participant_id: int | None
+    flow_name: str
+    revision: int
+    step_id: str
+    kind: str
+    contact_email: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime

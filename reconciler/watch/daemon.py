@@ -33,8 +33,8 @@ from reconciler.executor.dispatch import Dispatcher
 from reconciler.runtime import SEND_OUTCOMES, Runtime, RuntimeSettings, open_runtime, stop_on_signals
 from reconciler.state import Store
 from reconciler.state.lease import Lease, new_holder, try_acquire
-from reconciler.state.outbox_store import STATES as OUTBOX_STATES
 from reconciler.state.outbox_store import outbox_counts
+from reconciler.state.records import OUTBOX_STATES
 from reconciler.statuses import ParticipantStatus
 from reconciler.watch.metrics import Metrics, serve
 

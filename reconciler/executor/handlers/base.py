@@ -22,7 +22,7 @@ from reconciler.messages import OutboxMessage
 from reconciler.spec.graph import FlowGraph
 from reconciler.spec.models import Flow
 from reconciler.spec.steps import ExitTo, Split
-from reconciler.state.crm_store import AssociateRecord, ContactRecord
+from reconciler.state.crm_records import AssociateRecord, ContactRecord
 
 
 class StepError(Exception):

@@ -26,8 +26,7 @@ from reconciler.executor.handlers.base import (
 )
 from reconciler.messages import EmailNotification
 from reconciler.spec import steps as s
-from reconciler.state.crm_store import first_free_slot
-from reconciler.timing import after
+from reconciler.timing import after, first_free_slot
 
 # The message a new owner gets (merge fields, rendered by the dispatcher like any e-mail).
 OWNER_SUBJECT = "New contact assigned to you: {{ contact.email }}"
@@ -168,8 +167,10 @@ def create_follow_up(_p: Participant, step: s.CreateFollowUp, ctx: StepContext) 
         begins = after(now, slot.after, slot.working_days, zone) if slot.after else now
         known = {a.name: a for a in ctx.associates()}
         if associate in known:
-            busy = list(ctx.busy(known[associate].id))
-            begins = first_free_slot(busy, begins, slot.length, zone)
+            try:
+                begins = first_free_slot(ctx.busy(known[associate].id), begins, slot.length, zone)
+            except ValueError:
+                raise StepError(f"{associate}'s diary has no free slot of {slot.length} within a year") from None
             effects.append(Booking(known[associate].id, begins, begins + slot.length, str(row["title"])))
         row.update(starts_at=begins, ends_at=begins + slot.length, due_at=begins)
     effects += [Activity("follow_ups", row), Emit("follow_up_created", None, {"flow": ctx.flow.name})]

@@ -7,10 +7,9 @@ usable address, the sending window) and queues a typed message for the outbox
 
 from __future__ import annotations
 
-from reconciler.actions.delivery import PermanentDeliveryError
-from reconciler.actions.sms_text import normalize_number
 from reconciler.executor.handlers.base import Decision, Exit, Hold, Next, Outcome, Participant, Send, StepContext
 from reconciler.messages import EmailNotification, EmailSend, ScriptRun, SmsNotification, SmsSend
+from reconciler.phones import InvalidNumber, normalize_number
 from reconciler.spec import steps as s
 from reconciler.timing import window_opens
 
@@ -55,7 +54,7 @@ def send_sms(_p: Participant, step: s.SendSms, ctx: StepContext) -> Decision:
     mobile = str(values.get("mobile") or "")
     try:
         number = normalize_number(mobile, settings.default_region if settings else None)
-    except PermanentDeliveryError as exc:
+    except InvalidNumber as exc:
         problem = f"no usable mobile number: {exc}" if mobile else "no mobile number"
         if step.on_missing_mobile == "exit":
             return Exit(problem, step.after_exit)
