@@ -13,6 +13,7 @@ that claimed the batch.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,9 +25,9 @@ from reconciler.executor.facts import FactLoader
 from reconciler.executor.handlers import HANDLERS
 from reconciler.executor.handlers.base import (
     Activity,
+    Assigned,
     Booking,
     Decision,
-    Effect,
     Emit,
     Exit,
     Finish,
@@ -35,6 +36,7 @@ from reconciler.executor.handlers.base import (
     Next,
     Outcome,
     Send,
+    SetCompanyField,
     SetFields,
     StepError,
 )
@@ -73,6 +75,16 @@ class Batch:
         self.ctx = BatchContext(tx, self.crm, self.facts, now)
         self.writes = Writes()
         self.steps_run = 0
+        self._appliers: dict[type, Callable[[Claimed, str, Any], None]] = {
+            SetFields: self._set_fields,
+            SetCompanyField: self._set_company_field,
+            Membership: self._membership,
+            Activity: self._activity,
+            Booking: self._booking,
+            Assigned: self._assigned,
+            Emit: self._emit,
+            Send: self._outbox,
+        }
 
     def run(self, claimed: list[Claimed]) -> None:
         self.ctx.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
@@ -105,44 +117,48 @@ class Batch:
         view = self.catalog.view(p.flow_name)
         if view is None:
             return
-        if p.contact not in self.ctx.contacts:
+        ctx = self.ctx
+        if p.contact not in ctx.contacts:
             self._end(p, ParticipantStatus.FAILED, f"contact {p.contact} no longer exists")
             return
-        self.ctx.bind(view, p.contact)
-        graph = view.graph
+        ctx.bind(view, p.contact)
+        steps, next_step, revision = view.graph.steps, view.graph.next_step, view.record.revision
+        appliers, log = self._appliers, self._log
+        on_success, exclusion = view.graph.finish_on_success, view.exclusion
         for _ in range(MAX_HOPS):
-            step = graph.steps.get(p.step_id or "")
+            step = steps.get(p.step_id or "")
             if step is None:
                 self._end(p, ParticipantStatus.FAILED, f"step {p.step_id!r} is no longer in the flow")
                 return
-            p.revision_seen = view.record.revision
-            decision = self._checks(p, view, step)
+            step_id = step.id
+            p.revision_seen = revision
+            decision = None
+            if (p.success_at is not None and on_success) or exclusion or ctx.contact.values.get("retired"):
+                decision = self._checks(p, view, step)
             if decision is None:
                 try:
-                    decision = HANDLERS[type(step)](p, step, self.ctx)
+                    decision = HANDLERS[type(step)](p, step, ctx)
                 except StepError as exc:
-                    self._log(p, step.id, Outcome.FAILED.text(str(exc)))
+                    log(p, step_id, Outcome.FAILED.text(str(exc)))
                     self._end(p, ParticipantStatus.FAILED, str(exc))
                     return
             for effect in decision.effects:
-                self._apply(p, step.id, effect)
-            if isinstance(decision, Hold):
-                p.due_at, p.step_state = decision.due, decision.state
-                return
+                appliers[type(effect)](p, step_id, effect)
             if isinstance(decision, Next):
-                detail = decision.detail
-                self._log(p, step.id, decision.outcome.text(detail))
-                target = decision.target if decision.target is not None else graph.next_of(step.id)
+                log(p, step_id, decision.outcome.text(decision.detail))
+                target = decision.target if decision.target is not None else next_step[step_id]
                 if target is None:
                     self._finish(p, None)
                     return
                 p.step_id, p.step_state, p.due_at = target, None, self.now
                 continue
-            if isinstance(decision, Exit):
-                self._log(p, step.id, Outcome.EXIT.text(decision.reason))
+            if isinstance(decision, Hold):
+                p.due_at, p.step_state = decision.due, decision.state
+            elif isinstance(decision, Exit):
+                log(p, step_id, Outcome.EXIT.text(decision.reason))
                 self._exit(p, decision.reason, decision.then)
             else:
-                self._log(p, step.id, Outcome.FINISH.text())
+                log(p, step_id, Outcome.FINISH.text())
                 self._finish(p, decision.handoff)
             return
         p.due_at = self.now  # keep going in the next batch
@@ -154,34 +170,43 @@ class Batch:
             if target is None:  # no finish step: the flow ends here, successfully
                 return Finish()
             return Next(Outcome.LEFT, "success criterion met", target)
-        exclusion = view.flow.spec.enrollment.exclusion_selection
+        exclusion = view.exclusion
         if exclusion and self.ctx.member("selection", exclusion):
             return Exit(f"on the exclusion selection {exclusion!r}")
         if self.ctx.contact.values.get("retired"):
             return Exit("former employee")
         return None
 
-    def _apply(self, p: Claimed, step_id: str, effect: Effect) -> None:
-        self.ctx.apply(effect)
-        contact, writes = self.ctx.contact, self.writes
-        if isinstance(effect, SetFields):
-            if effect.values:
-                writes.contact_changes.setdefault(contact.id, {}).update(effect.values)
-            if effect.custom is not None:
-                writes.custom_changes[contact.id] = dict(effect.custom)
-        elif isinstance(effect, Membership):
-            writes.memberships[(effect.kind, effect.name, effect.add)].append(contact.id)
-        elif isinstance(effect, Activity):
-            writes.activities[effect.table].append(dict(effect.row))
-        elif isinstance(effect, Booking):
-            writes.bookings.append((effect, contact.id))
-        elif isinstance(effect, Emit):
-            writes.events.append(
-                NewEvent(effect.type, contact.email, self.now, effect.subject, effect.data or {}, source="flow")
-            )
-        elif isinstance(effect, Send):
-            self._outbox(p, step_id, effect)
-        # SetCompanyField and Assigned: kept by the context (the fact loader writes companies)
+    # --- effects: visible to the next steps at once (the context), written at the flush ----
+
+    def _set_fields(self, _p: Claimed, _step_id: str, effect: SetFields) -> None:
+        self.ctx.set_fields(effect)
+        contact_id = self.ctx.contact.id
+        if effect.values:
+            self.writes.contact_changes.setdefault(contact_id, {}).update(effect.values)
+        if effect.custom is not None:
+            self.writes.custom_changes[contact_id] = dict(effect.custom)
+
+    def _set_company_field(self, _p: Claimed, _step_id: str, effect: SetCompanyField) -> None:
+        self.ctx.set_company_field(effect)  # the fact loader keeps company changes to write
+
+    def _membership(self, _p: Claimed, _step_id: str, effect: Membership) -> None:
+        self.ctx.note_membership(effect)
+        self.writes.memberships[(effect.kind, effect.name, effect.add)].append(self.ctx.contact.id)
+
+    def _activity(self, _p: Claimed, _step_id: str, effect: Activity) -> None:
+        self.writes.activities[effect.table].append(dict(effect.row))
+
+    def _booking(self, _p: Claimed, _step_id: str, effect: Booking) -> None:
+        self.ctx.book(effect)
+        self.writes.bookings.append((effect, self.ctx.contact.id))
+
+    def _assigned(self, _p: Claimed, _step_id: str, effect: Assigned) -> None:
+        self.ctx.count(effect)
+
+    def _emit(self, _p: Claimed, _step_id: str, effect: Emit) -> None:
+        email = self.ctx.contact.email
+        self.writes.events.append(NewEvent(effect.type, email, self.now, effect.subject, effect.data or {}, "flow"))
 
     def _outbox(self, p: Claimed, step_id: str, send: Send) -> None:
         revision = self.ctx.view.record.revision
@@ -215,8 +240,8 @@ class Batch:
         self._end(p, ParticipantStatus.DROPPED_OUT, reason)
         if then is not None:
             if then.add_to_selection and not self.ctx.member("selection", then.add_to_selection):
-                self._apply(p, "", Membership("selection", then.add_to_selection, add=True))
-                self._apply(p, "", Emit("added_to_selection", then.add_to_selection))
+                self._membership(p, "", Membership("selection", then.add_to_selection, add=True))
+                self._emit(p, "", Emit("added_to_selection", then.add_to_selection))
             if then.add_to_flow:
                 self.writes.handoffs[then.add_to_flow].append(p.contact)
 

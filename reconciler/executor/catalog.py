@@ -43,6 +43,7 @@ class FlowView:
     graph: FlowGraph
     zone: tzinfo
     uses_company: bool
+    exclusion: str | None  # the exclusion selection, checked before every step
 
 
 class Catalog:
@@ -64,7 +65,9 @@ class Catalog:
             view = None
             if record is not None:
                 flow, graph, uses_company = _compiled(record)
-                view = FlowView(flow, record, graph, flow_zone(flow), uses_company)
+                view = FlowView(
+                    flow, record, graph, flow_zone(flow), uses_company, flow.spec.enrollment.exclusion_selection
+                )
             self._views[name] = view
         return self._views[name]
 

@@ -2,8 +2,8 @@
 their memberships, companies, associates and counters — each read from the database at
 most once per batch, and only when a step asks.
 
-``BatchContext`` is the batch's read side; ``apply`` is how a handler's effects become
-visible to the steps after it (a contact updated two steps ago reads updated; the next
+``BatchContext`` is the batch's read side; its ``set_fields``, ``note_membership``, …
+are how a handler's effects become visible to the steps after it (a contact updated two steps ago reads updated; the next
 round-robin choice counts the owner just assigned). The writes themselves are collected
 by the batch and flushed in its transaction (``reconciler.executor.batch``).
 """
@@ -22,7 +22,6 @@ from reconciler.executor.facts import FactLoader, Needs, company_view
 from reconciler.executor.handlers.base import (
     Assigned,
     Booking,
-    Effect,
     Membership,
     SetCompanyField,
     SetFields,
@@ -58,6 +57,7 @@ class BatchContext:
         self.contacts: dict[str, ContactRecord] = {}  # by e-mail, with this batch's changes
         self._view: FlowView | None = None
         self._email = ""
+        self.contact = ContactRecord(0, "", {})  # set by bind
         self._data: MergeContext | None = None
         self._associates: list[AssociateRecord] | None = None
         self._counts: dict[str, Counter[str]] = {"owner": Counter(), "request": Counter()}
@@ -66,6 +66,7 @@ class BatchContext:
 
     def bind(self, view: FlowView, email: str) -> None:
         self._view, self._email, self._data = view, email, None
+        self.contact = self.contacts[email]  # the contact as it is now (this batch's changes included)
 
     # --- StepContext -------------------------------------------------------------------------
 
@@ -85,10 +86,6 @@ class BatchContext:
     @property
     def zone(self) -> tzinfo:
         return self.view.zone
-
-    @property
-    def contact(self) -> ContactRecord:
-        return self.contacts[self._email]
 
     def render(self, text: str | None) -> str | None:
         return render(text, self._merge_data)
@@ -135,22 +132,26 @@ class BatchContext:
 
     # --- the batch's side --------------------------------------------------------------------
 
-    def apply(self, effect: Effect) -> None:
-        """Make an effect visible to the steps after it (the batch records it to write)."""
-        if isinstance(effect, SetFields):
-            old = self.contact
-            values = {**old.values, **effect.values} if effect.values else old.values
-            self.contacts[self._email] = ContactRecord(old.id, old.email, values, effect.custom or old.custom)
-            self._data = None
-        elif isinstance(effect, SetCompanyField):
-            self._facts.change_company(effect.company, effect.column, effect.value)
-            self._data = None
-        elif isinstance(effect, Membership):
-            self._facts.note(effect.kind, effect.name, self.contact.id, added=effect.add)
-        elif isinstance(effect, Assigned):
-            self._counts[effect.counter][effect.associate] += 1
-        elif isinstance(effect, Booking):
-            self._busy.setdefault(effect.associate_id, []).append((effect.starts, effect.ends))
+    def set_fields(self, effect: SetFields) -> None:
+        old = self.contacts[self._email]
+        values = {**old.values, **effect.values} if effect.values else old.values
+        self.contacts[self._email] = self.contact = ContactRecord(
+            old.id, old.email, values, effect.custom or old.custom
+        )
+        self._data = None
+
+    def set_company_field(self, effect: SetCompanyField) -> None:
+        self._facts.change_company(effect.company, effect.column, effect.value)
+        self._data = None
+
+    def note_membership(self, effect: Membership) -> None:
+        self._facts.note(effect.kind, effect.name, self.contact.id, added=effect.add)
+
+    def count(self, effect: Assigned) -> None:
+        self._counts[effect.counter][effect.associate] += 1
+
+    def book(self, effect: Booking) -> None:
+        self._busy.setdefault(effect.associate_id, []).append((effect.starts, effect.ends))
 
     def _merge_data(self) -> MergeContext:
         if self._data is None:

@@ -52,8 +52,15 @@ class FlowGraph:
     steps: dict[str, Step]
     edges: dict[str, tuple[Edge, ...]]
     following: dict[str, str | None]
+    next_step: dict[str, str | None]  # where a step that is done goes: ``next``, else the step below
     finish_on_success: bool = False  # success criteria with finish_immediately
     _success: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+    _branches: dict[str, dict[str, Edge]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for sid, step in self.steps.items():
+            if isinstance(step, Split):
+                self._branches[sid] = {e.label or "": e for e in self.edges[sid]}
 
     @property
     def first(self) -> str | None:
@@ -63,14 +70,9 @@ class FlowGraph:
         """The steps a participant on ``step_id`` can go to next (in edge order, once each)."""
         return list(dict.fromkeys(e.target for e in self.edges.get(step_id, ()) if e.target in self.steps))
 
-    def next_of(self, step_id: str) -> str | None:
-        """Where a step that is done goes: its ``next``, else the step below (None: the flow ends)."""
-        step = self.steps[step_id]
-        target = getattr(step, "next", None)
-        return target if target is not None else self.following[step_id]
-
     def branch(self, split_id: str, name: str) -> Edge:
-        return next(e for e in self.edges[split_id] if e.label == name)
+        """The edge of a split's branch (looked up per participant: a dict, built once)."""
+        return self._branches[split_id][name]
 
     def reachable_from(self, starts: Iterable[str | None], *, stop: str | None = None) -> set[str]:
         """Every step reachable from ``starts`` (themselves included), not walking past ``stop``."""
@@ -184,7 +186,8 @@ def compile_graph(steps: Sequence[Step], *, finish_on_success: bool = False) -> 
                 out.append(Edge(EdgeKind.EXIT, None, "no mobile", then.add_to_flow if then else None, then))
         edges[step.id] = tuple(out)
     steps_by_id = {s.id: s for s in steps}
-    return FlowGraph(ids, steps_by_id, edges, following, finish_on_success)
+    next_step = {s.id: getattr(s, "next", None) or following[s.id] for s in steps}  # None: the flow ends
+    return FlowGraph(ids, steps_by_id, edges, following, next_step, finish_on_success)
 
 
 def flow_graph(flow: Flow) -> FlowGraph:

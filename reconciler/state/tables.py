@@ -72,12 +72,22 @@ class Status(TypeDecorator[_Status]):
     def __init__(self, statuses: type[_Status], length: int) -> None:
         super().__init__(length)
         self.statuses: type[_Status] = statuses
+        # Dict lookups, not ``statuses(value)``: the executor reads and writes a status per
+        # participant, and an enum call costs as much as the rest of the conversion.
+        self._plain: dict[str, str] = {m.value: str(m.value) for m in statuses}
+        self._members: dict[str, _Status] = {m.value: m for m in statuses}
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
-        return None if value is None else self.statuses(value).value
+        if value is None:
+            return None
+        plain = self._plain.get(value)
+        return plain if plain is not None else self.statuses(value).value  # the enum says what is wrong
 
     def process_result_value(self, value: Any, dialect: Dialect) -> _Status | None:
-        return None if value is None else self.statuses(value)
+        if value is None:
+            return None
+        member = self._members.get(value)
+        return member if member is not None else self.statuses(value)
 
 
 flows = Table(

@@ -12,10 +12,9 @@ That is what keeps a step's meaning in one small function, testable with plain d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from reconciler.executor.conditions import Facts
 from reconciler.messages import OutboxMessage
@@ -45,44 +44,42 @@ class Outcome(StrEnum):
     LEFT = "left"  # moved off the step before it was done (success criterion met)
 
     def text(self, detail: str | None = None) -> str:
-        return self.value if not detail else f"{self.value}: {detail}"
+        value: str = self._value_  # not .value: a descriptor call, on every logged step
+        return value if not detail else f"{value}: {detail}"
 
 
 # --- effects: what a step does to the world, applied and written by the batch -----------
+# Named tuples, as the decisions below: immutable, and made several times per participant
+# step (a frozen dataclass costs an object.__setattr__ per field to build).
 
 
-@dataclass(frozen=True, slots=True)
-class SetFields:
+class SetFields(NamedTuple):
     """New values of the contact's own fields (``custom``: the whole new custom dict)."""
 
     values: Mapping[str, Any]
     custom: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SetCompanyField:
+class SetCompanyField(NamedTuple):
     company: str
     column: str  # a company column, or "custom" with the whole new dict
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Membership:
+class Membership(NamedTuple):
     kind: Literal["selection", "project"]
     name: str
     add: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Activity:
+class Activity(NamedTuple):
     """A new CRM row: a follow-up, request or sale."""
 
     table: Literal["follow_ups", "requests", "sales"]
     row: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Booking:
+class Booking(NamedTuple):
     """A meeting slot taken in an associate's diary."""
 
     associate_id: int
@@ -91,8 +88,7 @@ class Booking:
     title: str
 
 
-@dataclass(frozen=True, slots=True)
-class Assigned:
+class Assigned(NamedTuple):
     """One more contact (``owner``) or open request (``request``) for an associate,
     so the next round-robin choice in the batch sees it."""
 
@@ -100,8 +96,7 @@ class Assigned:
     associate: str
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
+class Emit(NamedTuple):
     """A CRM event about the contact (other flows may react to it)."""
 
     type: str
@@ -109,8 +104,7 @@ class Emit:
     data: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     message: OutboxMessage
 
 
@@ -121,8 +115,7 @@ NO_EFFECTS: tuple[Effect, ...] = ()
 # --- decisions --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Next:
+class Next(NamedTuple):
     """Done with this step: go to ``target`` (None: the step's ``next`` in the graph)."""
 
     outcome: Outcome = Outcome.DONE
@@ -131,8 +124,7 @@ class Next:
     effects: tuple[Effect, ...] = NO_EFFECTS
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
+class Hold(NamedTuple):
     """Stay on this step until ``due`` (None: until an event wakes it)."""
 
     due: datetime | None
@@ -140,8 +132,7 @@ class Hold:
     effects: tuple[Effect, ...] = NO_EFFECTS
 
 
-@dataclass(frozen=True, slots=True)
-class Exit:
+class Exit(NamedTuple):
     """Drop out of the flow with a reason; ``then`` adds the contact to a flow or selection."""
 
     reason: str
@@ -149,8 +140,7 @@ class Exit:
     effects: tuple[Effect, ...] = NO_EFFECTS
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
+class Finish(NamedTuple):
     """The flow is done for this participant; ``handoff``: add the contact to that flow."""
 
     handoff: str | None = None

@@ -6,7 +6,7 @@ step of the same contact in the same batch reads the contact as updated.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from reconciler.executor.handlers.base import (
     Activity,
@@ -106,17 +106,14 @@ def update_contact(_p: Participant, step: s.UpdateContact, ctx: StepContext) -> 
 
 def membership(_p: Participant, step: s.AddToSelection | s.RemoveFromSelection, ctx: StepContext) -> Decision:
     add = isinstance(step, s.AddToSelection)
-    effects: list[Effect] = []
-    pairs: tuple[tuple[Literal["selection", "project"], str | None], ...] = (
-        ("selection", step.selection),
-        ("project", step.project),
-    )
-    for kind, name in pairs:
-        if name is not None and ctx.member(kind, name) != add:
-            effects.append(Membership(kind, name, add))
-            if add:
-                effects.append(Emit(f"added_to_{kind}", name))
-    return Next(effects=tuple(effects))
+    effects: tuple[Effect, ...] = ()
+    if step.selection is not None and ctx.member("selection", step.selection) != add:
+        effects += (Membership("selection", step.selection, add),)
+        effects += (Emit("added_to_selection", step.selection),) if add else ()
+    if step.project is not None and ctx.member("project", step.project) != add:
+        effects += (Membership("project", step.project, add),)
+        effects += (Emit("added_to_project", step.project),) if add else ()
+    return Next(effects=effects)
 
 
 def distribute_to_owner(_p: Participant, step: s.DistributeToOwner, ctx: StepContext) -> Decision:
