@@ -21,7 +21,7 @@ from reconciler.spec.steps import Step
 from reconciler.state import Store
 from reconciler.state import crm as c
 from reconciler.state.crm_store import CrmTx, NewEvent
-from reconciler.state.records import ParticipantRecord
+from reconciler.state.records import Participant
 from tests.conftest import flow_doc
 
 SIGNUP = [{"type": "form_submitted", "form": "signup"}]
@@ -70,7 +70,7 @@ def emit(store: Store, clock: ManualClock, kind: str, email: str, subject: str |
         CrmTx(tx).append_events([NewEvent(kind, email, clock.now(), subject, data)])
 
 
-def people(store: Store, flow: str = "f") -> dict[str, ParticipantRecord]:
+def people(store: Store, flow: str = "f") -> dict[str, Participant]:
     return {p.contact: p for p in store.participants(flow)}
 
 

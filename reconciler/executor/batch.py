@@ -44,7 +44,8 @@ from reconciler.messages import to_payload
 from reconciler.spec import steps as s
 from reconciler.spec.steps import ExitTo
 from reconciler.state.crm_store import CrmTx, NewEvent
-from reconciler.state.executor_store import Claimed, add_outbox, log_step_runs, save_participants
+from reconciler.state.executor_store import add_outbox, log_step_runs, save_participants
+from reconciler.state.records import Participant
 from reconciler.state.store import Tx
 from reconciler.statuses import ParticipantStatus
 
@@ -75,7 +76,7 @@ class Batch:
         self.ctx = BatchContext(tx, self.crm, self.facts, now)
         self.writes = Writes()
         self.steps_run = 0
-        self._appliers: dict[type, Callable[[Claimed, str, Any], None]] = {
+        self._appliers: dict[type, Callable[[Participant, str, Any], None]] = {
             SetFields: self._set_fields,
             SetCompanyField: self._set_company_field,
             Membership: self._membership,
@@ -86,14 +87,14 @@ class Batch:
             Send: self._outbox,
         }
 
-    def run(self, claimed: list[Claimed]) -> None:
+    def run(self, claimed: list[Participant]) -> None:
         self.ctx.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
         self._preload(claimed)
         for p in claimed:
             self._advance(p)
         self._flush(claimed)
 
-    def _preload(self, claimed: list[Claimed]) -> None:
+    def _preload(self, claimed: list[Participant]) -> None:
         """Memberships and companies the batch's steps will ask about, read at once."""
         groups: dict[str, set[str]] = {"selection": set(), "project": set()}
         views = [v for v in (self.catalog.view(n) for n in {p.flow_name for p in claimed}) if v is not None]
@@ -113,7 +114,7 @@ class Batch:
 
     # --- the participant state machine ------------------------------------------------
 
-    def _advance(self, p: Claimed) -> None:
+    def _advance(self, p: Participant) -> None:
         view = self.catalog.view(p.flow_name)
         if view is None:
             return
@@ -163,7 +164,7 @@ class Batch:
             return
         p.due_at = self.now  # keep going in the next batch
 
-    def _checks(self, p: Claimed, view: FlowView, step: s.Step) -> Decision | None:
+    def _checks(self, p: Participant, view: FlowView, step: s.Step) -> Decision | None:
         """The checks before every step; a decision when one of them ends the visit."""
         if p.success_at is not None and view.graph.finish_on_success and not isinstance(step, s.Finish):
             target = view.graph.success_finish(step.id)
@@ -179,7 +180,7 @@ class Batch:
 
     # --- effects: visible to the next steps at once (the context), written at the flush ----
 
-    def _set_fields(self, _p: Claimed, _step_id: str, effect: SetFields) -> None:
+    def _set_fields(self, _p: Participant, _step_id: str, effect: SetFields) -> None:
         self.ctx.set_fields(effect)
         contact_id = self.ctx.contact.id
         if effect.values:
@@ -187,28 +188,28 @@ class Batch:
         if effect.custom is not None:
             self.writes.custom_changes[contact_id] = dict(effect.custom)
 
-    def _set_company_field(self, _p: Claimed, _step_id: str, effect: SetCompanyField) -> None:
+    def _set_company_field(self, _p: Participant, _step_id: str, effect: SetCompanyField) -> None:
         self.ctx.set_company_field(effect)  # the fact loader keeps company changes to write
 
-    def _membership(self, _p: Claimed, _step_id: str, effect: Membership) -> None:
+    def _membership(self, _p: Participant, _step_id: str, effect: Membership) -> None:
         self.ctx.note_membership(effect)
         self.writes.memberships[(effect.kind, effect.name, effect.add)].append(self.ctx.contact.id)
 
-    def _activity(self, _p: Claimed, _step_id: str, effect: Activity) -> None:
+    def _activity(self, _p: Participant, _step_id: str, effect: Activity) -> None:
         self.writes.activities[effect.table].append(dict(effect.row))
 
-    def _booking(self, _p: Claimed, _step_id: str, effect: Booking) -> None:
+    def _booking(self, _p: Participant, _step_id: str, effect: Booking) -> None:
         self.ctx.book(effect)
         self.writes.bookings.append((effect, self.ctx.contact.id))
 
-    def _assigned(self, _p: Claimed, _step_id: str, effect: Assigned) -> None:
+    def _assigned(self, _p: Participant, _step_id: str, effect: Assigned) -> None:
         self.ctx.count(effect)
 
-    def _emit(self, _p: Claimed, _step_id: str, effect: Emit) -> None:
+    def _emit(self, _p: Participant, _step_id: str, effect: Emit) -> None:
         email = self.ctx.contact.email
         self.writes.events.append(NewEvent(effect.type, email, self.now, effect.subject, effect.data or {}, "flow"))
 
-    def _outbox(self, p: Claimed, step_id: str, send: Send) -> None:
+    def _outbox(self, p: Participant, step_id: str, send: Send) -> None:
         revision = self.ctx.view.record.revision
         self.writes.outbox.append(
             {
@@ -231,12 +232,12 @@ class Batch:
 
     # --- endings ---------------------------------------------------------------------------
 
-    def _finish(self, p: Claimed, handoff: str | None) -> None:
+    def _finish(self, p: Participant, handoff: str | None) -> None:
         self._end(p, ParticipantStatus.FINISHED_WITH_SUCCESS if p.success_at else ParticipantStatus.FINISHED, None)
         if handoff:
             self.writes.handoffs[handoff].append(p.contact)
 
-    def _exit(self, p: Claimed, reason: str, then: ExitTo | None) -> None:
+    def _exit(self, p: Participant, reason: str, then: ExitTo | None) -> None:
         self._end(p, ParticipantStatus.DROPPED_OUT, reason)
         if then is not None:
             if then.add_to_selection and not self.ctx.member("selection", then.add_to_selection):
@@ -245,10 +246,10 @@ class Batch:
             if then.add_to_flow:
                 self.writes.handoffs[then.add_to_flow].append(p.contact)
 
-    def _end(self, p: Claimed, status: ParticipantStatus, reason: str | None) -> None:
+    def _end(self, p: Participant, status: ParticipantStatus, reason: str | None) -> None:
         p.status, p.reason, p.due_at, p.step_state, p.finished_at = status, reason, None, None, self.now
 
-    def _log(self, p: Claimed, step_id: str, outcome: str) -> None:
+    def _log(self, p: Participant, step_id: str, outcome: str) -> None:
         self.writes.runs.append(
             {
                 "participant_id": p.id,
@@ -264,7 +265,7 @@ class Batch:
 
     # --- flush -----------------------------------------------------------------------------
 
-    def _flush(self, claimed: list[Claimed]) -> None:
+    def _flush(self, claimed: list[Participant]) -> None:
         writes, crm = self.writes, self.crm
         changes: dict[int, dict[str, Any]] = {i: dict(v) for i, v in writes.contact_changes.items()}
         for contact_id, custom in writes.custom_changes.items():

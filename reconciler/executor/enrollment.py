@@ -23,7 +23,6 @@ from reconciler.spec.models import Flow
 from reconciler.spec.steps import WaitForAction
 from reconciler.state.crm_store import ContactRecord, CrmTx, EventRecord
 from reconciler.state.executor_store import (
-    Participation,
     insert_participants,
     lock_event_processing,
     mark_success,
@@ -31,7 +30,7 @@ from reconciler.state.executor_store import (
     set_participant_fields,
     status_history,
 )
-from reconciler.state.records import ACTIVE, DROPPED_OUT, IN_FLOW, QUEUED
+from reconciler.state.records import ACTIVE, DROPPED_OUT, IN_FLOW, QUEUED, Participant
 from reconciler.state.store import Tx
 from reconciler.statuses import TRIGGERS_ON, FlowStatus
 
@@ -171,7 +170,7 @@ def process_events(enroller: Enroller, limit: int) -> int:
     history = status_history(tx, [record.name for record, _ in live])
     contacts = crm.contacts_by_email(e.contact_email for e in events)
     emails = sorted(contacts)
-    current: dict[str, list[Participation]] = {}
+    current: dict[str, list[Participant]] = {}
     for part in participations(tx, emails, in_flow_only=True):
         current.setdefault(part.contact, []).append(part)
     for event in events:
@@ -201,7 +200,7 @@ def _was_live(changes: list[tuple[datetime, str | None]], at: datetime) -> bool:
     return status in TRIGGERS_ON
 
 
-def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime, parts: Sequence[Participation]) -> None:
+def _meet(tx: Tx, catalog: Catalog, event: EventRecord, now: datetime, parts: Sequence[Participant]) -> None:
     """Success criteria met and awaited actions taken by this event."""
     succeeded, finishing, woken = [], [], []
     for part in parts:

@@ -9,7 +9,7 @@ from typing import Any
 
 from reconciler.diff import DiffEntry
 from reconciler.drift import Drift
-from reconciler.state.records import FlowRecord, Occupancy, ParticipantRecord, RevisionRecord
+from reconciler.state.records import FlowRecord, Occupancy, Participant, RevisionRecord
 from reconciler.statuses import FlowStatus, ParticipantStatus
 
 
@@ -163,7 +163,7 @@ def revision_diff_text(name: str, a: int, b: int, entries: Sequence[DiffEntry]) 
     return "\n".join(lines)
 
 
-def participants_json(participants: Sequence[ParticipantRecord]) -> str:
+def participants_json(participants: Sequence[Participant]) -> str:
     return _dumps(
         [
             {
@@ -178,7 +178,7 @@ def participants_json(participants: Sequence[ParticipantRecord]) -> str:
     )
 
 
-def participants_text(name: str, participants: Sequence[ParticipantRecord]) -> str:
+def participants_text(name: str, participants: Sequence[Participant]) -> str:
     if not participants:
         return f"No participants in {name!r}."
     lines = [f"{'CONTACT':<40} {'STATUS':<22} {'STEP':<24} REASON"]

@@ -11,7 +11,6 @@ worker that dies mid-batch leaves nothing behind: its rows are simply due again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +20,8 @@ from reconciler.state import crm as c
 from reconciler.state import tables as t
 from reconciler.state.bulk import chunks, insert_many, update_many
 from reconciler.state.database import advisory_xact_lock
+from reconciler.state.participant_store import participant_columns
+from reconciler.state.records import Participant
 from reconciler.state.store import Tx
 from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus
 
@@ -38,41 +39,10 @@ _PARTICIPANT_FIELDS = (
 )
 
 
-@dataclass(slots=True)
-class Claimed:
-    """A participant taken by this batch; the executor mutates it, then it is saved."""
-
-    id: int
-    flow_id: int
-    flow_name: str
-    contact: str
-    status: ParticipantStatus
-    step_id: str | None
-    due_at: datetime | None
-    reason: str | None
-    step_state: str | None
-    visit: int
-    success_at: datetime | None
-    finished_at: datetime | None
-    revision_seen: int
-    enrolled_at: datetime
-
-
-@dataclass(frozen=True)
-class Participation:
-    id: int
-    flow_name: str
-    contact: str
-    status: ParticipantStatus
-    step_id: str | None
-    step_state: str | None
-
-
-def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
+def claim_due(tx: Tx, now: datetime, limit: int) -> list[Participant]:
     p, f = t.participants, t.flows
-    columns = [f.c.name if name == "flow_name" else p.c[name] for name in Claimed.__dataclass_fields__]
     query = (
-        select(*columns)
+        select(*participant_columns())
         .join(f, f.c.id == p.c.flow_id)
         .where(p.c.status == ParticipantStatus.ACTIVE, p.c.due_at <= now, f.c.status == FlowStatus.RUNNING)
         .order_by(p.c.due_at, p.c.id)
@@ -80,10 +50,10 @@ def claim_due(tx: Tx, now: datetime, limit: int) -> list[Claimed]:
     )
     if tx.c.dialect.name == "postgresql":
         query = query.with_for_update(of=p, skip_locked=True)
-    return [Claimed(*row) for row in tx.c.execute(query).all()]
+    return [Participant(*row) for row in tx.c.execute(query).all()]
 
 
-def save_participants(tx: Tx, claimed: Sequence[Claimed], now: datetime) -> None:
+def save_participants(tx: Tx, claimed: Sequence[Participant], now: datetime) -> None:
     """Write back every claimed participant's new state in one bulk update."""
     rows = [{"id": one.id, **{name: getattr(one, name) for name in _PARTICIPANT_FIELDS}} for one in claimed]
     update_many(tx.c, t.participants, rows, updated_at=now)
@@ -101,21 +71,18 @@ def insert_participants(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> None:
     insert_many(tx.c, t.participants, rows)
 
 
-def participations(tx: Tx, emails: Iterable[str], *, in_flow_only: bool = False) -> list[Participation]:
+def participations(tx: Tx, emails: Iterable[str], *, in_flow_only: bool = False) -> list[Participant]:
     """Every participation of these contacts (or only queued/active ones)."""
     p, f = t.participants, t.flows
     wanted = sorted(set(emails))
-    found: list[Participation] = []
+    found: list[Participant] = []
     for part in chunks(wanted):
         query = (
-            select(p.c.id, f.c.name, p.c.contact, p.c.status, p.c.step_id, p.c.step_state)
-            .join(f, f.c.id == p.c.flow_id)
-            .where(p.c.contact.in_(part))
-            .order_by(p.c.id)
+            select(*participant_columns()).join(f, f.c.id == p.c.flow_id).where(p.c.contact.in_(part)).order_by(p.c.id)
         )
         if in_flow_only:
             query = query.where(p.c.status.in_(IN_FLOW))
-        found.extend(Participation(*row) for row in tx.c.execute(query))
+        found.extend(Participant(*row) for row in tx.c.execute(query))
     return found
 
 

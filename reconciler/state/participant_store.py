@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from reconciler.state import crm
 from reconciler.state import tables as t
 from reconciler.state.database import DatabaseError
-from reconciler.state.records import Occupancy, ParticipantRecord
+from reconciler.state.records import Occupancy, Participant
 from reconciler.statuses import IN_FLOW, FlowStatus, ParticipantStatus
 
 
@@ -111,14 +111,20 @@ class ParticipantTx:
         return int(key[0])
 
 
-def participants(c: Connection, name: str) -> list[ParticipantRecord]:
+def participant_columns() -> list[Any]:
+    """The columns of a ``Participant``, in its field order (select them joined with flows)."""
+    p, f = t.participants, t.flows
+    return [f.c.name if name == "flow_name" else p.c[name] for name in Participant.__dataclass_fields__]
+
+
+def participants(c: Connection, name: str) -> list[Participant]:
     query = (
-        select(t.participants, t.flows.c.name.label("flow_name"))
+        select(*participant_columns())
         .join(t.flows, t.flows.c.id == t.participants.c.flow_id)
         .where(t.flows.c.name == name)
         .order_by(t.participants.c.id)
     )
-    return [_participant(r) for r in c.execute(query)]
+    return [Participant(*row) for row in c.execute(query)]
 
 
 def oldest_due(c: Connection) -> datetime | None:
@@ -197,21 +203,6 @@ def occupancy(c: Connection) -> dict[str, Occupancy]:
         )
         for name, counts in by_status.items()
     }
-
-
-def _participant(r: Row[Any]) -> ParticipantRecord:
-    return ParticipantRecord(
-        r.id,
-        r.flow_name,
-        r.contact,
-        r.status,
-        r.step_id,
-        r.due_at,
-        r.reason,
-        r.revision_seen,
-        r.enrolled_at,
-        r.updated_at,
-    )
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -86,16 +86,25 @@ class Occupancy:
         return self.on_step.get(step_id, 0)
 
 
-@dataclass(frozen=True)
-class ParticipantRecord:
+@dataclass(slots=True)
+class Participant:
+    """One contact's enrollment in one flow, as stored: the one shape every layer reads.
+    The executor claims participants, moves them (this object) and saves them back;
+    everyone else only reads them."""
+
     id: int
+    flow_id: int
     flow_name: str
     contact: str
     status: ParticipantStatus
     step_id: str | None
+    step_state: str | None  # None, "waiting" (a wait or a timeout is running), "action" (the action came)
     due_at: datetime | None
     reason: str | None
-    revision_seen: int
+    visit: int  # step runs so far: the next run's number
+    success_at: datetime | None
+    finished_at: datetime | None
+    revision_seen: int  # the revision of the flow the participant's last step ran under
     enrolled_at: datetime
     updated_at: datetime
 
@@ -123,7 +132,7 @@ __all__ = [
     "FlowStatus",
     "LeaseRecord",
     "Occupancy",
-    "ParticipantRecord",
+    "Participant",
     "ParticipantStatus",
     "RevisionRecord",
     "StatusChange",

@@ -28,7 +28,7 @@ from reconciler.state.records import (
     FlowRecord,
     LeaseRecord,
     Occupancy,
-    ParticipantRecord,
+    Participant,
     RevisionRecord,
     StatusChange,
 )
@@ -114,7 +114,7 @@ class Store:
         with self._read() as c:
             return history_store.status_changes(c, name)
 
-    def participants(self, name: str) -> list[ParticipantRecord]:
+    def participants(self, name: str) -> list[Participant]:
         with self._read() as c:
             return participant_store.participants(c, name)
 

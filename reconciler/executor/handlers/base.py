@@ -153,8 +153,8 @@ Decision = Next | Hold | Exit | Finish
 # --- what a handler may read ------------------------------------------------------------
 
 
-class Participant(Protocol):
-    """What a handler may read of the participant (the batch owns and moves it)."""
+class ParticipantView(Protocol):
+    """What a handler may read of the participant (``state.records.Participant``, which the batch moves)."""
 
     @property
     def id(self) -> int: ...
@@ -208,4 +208,4 @@ class StepContext(Protocol):
         """The associate's diary from now on, with this batch's bookings."""
 
 
-Handler = Callable[[Participant, Any, StepContext], Decision]
+Handler = Callable[[ParticipantView, Any, StepContext], Decision]

@@ -17,7 +17,7 @@ from reconciler.executor.handlers.base import (
     Emit,
     Membership,
     Next,
-    Participant,
+    ParticipantView,
     Send,
     SetCompanyField,
     SetFields,
@@ -55,7 +55,7 @@ def apply_update(current: Any, action: str, value: Any) -> Any:
     raise StepError(f"unknown action {action!r}")  # pragma: no cover - the models allow no other
 
 
-def update_contact(_p: Participant, step: s.UpdateContact, ctx: StepContext) -> Decision:
+def update_contact(_p: ParticipantView, step: s.UpdateContact, ctx: StepContext) -> Decision:
     contact = ctx.contact
     # Every row's merge fields see the contact as it was before this step.
     rendered = [ctx.render(row.value) if isinstance(row.value, str) else row.value for row in step.updates]
@@ -104,7 +104,7 @@ def update_contact(_p: Participant, step: s.UpdateContact, ctx: StepContext) -> 
     return Next(detail=f"updated {', '.join(changed)}", effects=tuple(effects))
 
 
-def membership(_p: Participant, step: s.AddToSelection | s.RemoveFromSelection, ctx: StepContext) -> Decision:
+def membership(_p: ParticipantView, step: s.AddToSelection | s.RemoveFromSelection, ctx: StepContext) -> Decision:
     add = isinstance(step, s.AddToSelection)
     effects: tuple[Effect, ...] = ()
     if step.selection is not None and ctx.member("selection", step.selection) != add:
@@ -116,7 +116,7 @@ def membership(_p: Participant, step: s.AddToSelection | s.RemoveFromSelection, 
     return Next(effects=effects)
 
 
-def distribute_to_owner(_p: Participant, step: s.DistributeToOwner, ctx: StepContext) -> Decision:
+def distribute_to_owner(_p: ParticipantView, step: s.DistributeToOwner, ctx: StepContext) -> Decision:
     if step.only_if_unassigned and ctx.contact.values.get("our_contact"):
         return Next(detail="already has an owner")
     active = {a.name: a for a in ctx.associates() if a.active}
@@ -139,7 +139,7 @@ def distribute_to_owner(_p: Participant, step: s.DistributeToOwner, ctx: StepCon
     return Next(detail=f"owner {owner}", effects=tuple(effects))
 
 
-def create_follow_up(_p: Participant, step: s.CreateFollowUp, ctx: StepContext) -> Decision:
+def create_follow_up(_p: ParticipantView, step: s.CreateFollowUp, ctx: StepContext) -> Decision:
     associate = _assignee(step.assign_to, ctx)
     now, zone = ctx.now, ctx.zone
     row: dict[str, Any] = {
@@ -174,7 +174,7 @@ def create_follow_up(_p: Participant, step: s.CreateFollowUp, ctx: StepContext) 
     return Next(detail=f"follow-up for {associate or 'nobody'}", effects=tuple(effects))
 
 
-def create_request(_p: Participant, step: s.CreateRequest, ctx: StepContext) -> Decision:
+def create_request(_p: ParticipantView, step: s.CreateRequest, ctx: StepContext) -> Decision:
     owner, effects = _request_owner(step.owner, ctx)
     row = {
         "contact_id": ctx.contact.id,
@@ -192,7 +192,7 @@ def create_request(_p: Participant, step: s.CreateRequest, ctx: StepContext) -> 
     return Next(detail=f"request for {owner or 'nobody'}", effects=tuple(effects))
 
 
-def create_sale(_p: Participant, step: s.CreateSale, ctx: StepContext) -> Decision:
+def create_sale(_p: ParticipantView, step: s.CreateSale, ctx: StepContext) -> Decision:
     now = ctx.now
     row = {
         "contact_id": ctx.contact.id,

@@ -7,12 +7,12 @@ along the edges of the flow's compiled graph (``reconciler.spec.graph``).
 from __future__ import annotations
 
 from reconciler.executor.conditions import matches
-from reconciler.executor.handlers.base import Decision, Exit, Finish, Hold, Next, Outcome, Participant, StepContext
+from reconciler.executor.handlers.base import Decision, Exit, Finish, Hold, Next, Outcome, ParticipantView, StepContext
 from reconciler.spec import steps as s
 from reconciler.timing import wait_until
 
 
-def wait(p: Participant, step: s.Wait, ctx: StepContext) -> Decision:
+def wait(p: ParticipantView, step: s.Wait, ctx: StepContext) -> Decision:
     if p.step_state == "waiting":
         return Next(Outcome.WAITED)
     due = wait_until(step, ctx.now, ctx.zone)
@@ -21,7 +21,7 @@ def wait(p: Participant, step: s.Wait, ctx: StepContext) -> Decision:
     return Next(Outcome.WAITED) if due <= ctx.now else Hold(due)
 
 
-def wait_for_action(p: Participant, step: s.WaitForAction, ctx: StepContext) -> Decision:
+def wait_for_action(p: ParticipantView, step: s.WaitForAction, ctx: StepContext) -> Decision:
     if p.step_state == "action":
         return Next(Outcome.ACTION_TAKEN)
     if p.step_state == "waiting":  # the timeout passed
@@ -31,7 +31,7 @@ def wait_for_action(p: Participant, step: s.WaitForAction, ctx: StepContext) -> 
     return Hold(None if step.timeout == "never" else ctx.now + step.timeout)
 
 
-def split(_p: Participant, step: s.Split, ctx: StepContext) -> Decision:
+def split(_p: ParticipantView, step: s.Split, ctx: StepContext) -> Decision:
     facts = ctx.split_facts(step)
     for branch in step.branches:
         if branch.when is None and step.based_on == "form_submitted" and branch.name != s.EVERYONE_ELSE:
@@ -45,6 +45,6 @@ def split(_p: Participant, step: s.Split, ctx: StepContext) -> Decision:
     raise AssertionError("no branch matched")  # everyone_else always matches
 
 
-def finish(p: Participant, step: s.Finish, _ctx: StepContext) -> Decision:
+def finish(p: ParticipantView, step: s.Finish, _ctx: StepContext) -> Decision:
     handoff = step.on_success if p.success_at is not None else step.on_no_success
     return Finish(handoff.add_to_flow if handoff else None)

@@ -7,7 +7,7 @@ usable address, the sending window) and queues a typed message for the outbox
 
 from __future__ import annotations
 
-from reconciler.executor.handlers.base import Decision, Exit, Hold, Next, Outcome, Participant, Send, StepContext
+from reconciler.executor.handlers.base import Decision, Exit, Hold, Next, Outcome, ParticipantView, Send, StepContext
 from reconciler.messages import EmailNotification, EmailSend, ScriptRun, SmsNotification, SmsSend
 from reconciler.phones import InvalidNumber, normalize_number
 from reconciler.spec import steps as s
@@ -20,7 +20,7 @@ def _window(ctx: StepContext) -> Hold | None:
     return Hold(opens, None) if opens is not None else None
 
 
-def send_email(_p: Participant, step: s.SendEmail, ctx: StepContext) -> Decision:
+def send_email(_p: ParticipantView, step: s.SendEmail, ctx: StepContext) -> Decision:
     held = _window(ctx)
     if held is not None:
         return held
@@ -45,7 +45,7 @@ def send_email(_p: Participant, step: s.SendEmail, ctx: StepContext) -> Decision
     return Next(Outcome.QUEUED, effects=(Send(message),))
 
 
-def send_sms(_p: Participant, step: s.SendSms, ctx: StepContext) -> Decision:
+def send_sms(_p: ParticipantView, step: s.SendSms, ctx: StepContext) -> Decision:
     held = _window(ctx)
     if held is not None:
         return held
@@ -65,7 +65,7 @@ def send_sms(_p: Participant, step: s.SendSms, ctx: StepContext) -> Decision:
     return Next(Outcome.QUEUED, effects=(Send(SmsSend(to=number, text=step.text, sender=sender)),))
 
 
-def notify(_p: Participant, step: s.NotifyEmail | s.NotifySms, ctx: StepContext) -> Decision:
+def notify(_p: ParticipantView, step: s.NotifyEmail | s.NotifySms, ctx: StepContext) -> Decision:
     to = step.to
     if to in s.ROLES:
         name = ctx.contact.values.get(to)
@@ -82,5 +82,5 @@ def notify(_p: Participant, step: s.NotifyEmail | s.NotifySms, ctx: StepContext)
     return Next(Outcome.QUEUED, effects=(Send(message),))
 
 
-def run_script(_p: Participant, step: s.RunScript, _ctx: StepContext) -> Decision:
+def run_script(_p: ParticipantView, step: s.RunScript, _ctx: StepContext) -> Decision:
     return Next(Outcome.QUEUED, "script", effects=(Send(ScriptRun(script=step.script)),))
