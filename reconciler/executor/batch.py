@@ -76,16 +76,6 @@ class Batch:
         self.ctx = BatchContext(tx, self.crm, self.facts, now)
         self.writes = Writes()
         self.steps_run = 0
-        self._appliers: dict[type, Callable[[Participant, str, Any], None]] = {
-            SetFields: self._set_fields,
-            SetCompanyField: self._set_company_field,
-            Membership: self._membership,
-            Activity: self._activity,
-            Booking: self._booking,
-            Assigned: self._assigned,
-            Emit: self._emit,
-            Send: self._outbox,
-        }
 
     def run(self, claimed: list[Participant]) -> None:
         self.ctx.contacts = self.crm.contacts_by_email(p.contact for p in claimed)
@@ -124,7 +114,7 @@ class Batch:
             return
         ctx.bind(view, p.contact)
         steps, next_step, revision = view.graph.steps, view.graph.next_step, view.record.revision
-        appliers, log = self._appliers, self._log
+        appliers, log = _APPLIERS, self._log
         on_success, exclusion = view.graph.finish_on_success, view.exclusion
         for _ in range(MAX_HOPS):
             step = steps.get(p.step_id or "")
@@ -144,7 +134,7 @@ class Batch:
                     self._end(p, ParticipantStatus.FAILED, str(exc))
                     return
             for effect in decision.effects:
-                appliers[type(effect)](p, step_id, effect)
+                appliers[type(effect)](self, p, step_id, effect)
             if isinstance(decision, Next):
                 log(p, step_id, decision.outcome.text(decision.detail))
                 target = decision.target if decision.target is not None else next_step[step_id]
@@ -291,3 +281,17 @@ class Batch:
         for flow_name, emails in writes.handoffs.items():
             contacts = [self.ctx.contacts[e] for e in emails if e in self.ctx.contacts]
             self.enroller.enroll(flow_name, contacts, source="handoff")
+
+
+# Each effect's applier, by type: unbound, so that a batch holds no reference to itself
+# (a cycle would keep every batch's writes alive until the cyclic collector runs).
+_APPLIERS: dict[type, Callable[[Batch, Participant, str, Any], None]] = {
+    SetFields: Batch._set_fields,
+    SetCompanyField: Batch._set_company_field,
+    Membership: Batch._membership,
+    Activity: Batch._activity,
+    Booking: Batch._booking,
+    Assigned: Batch._assigned,
+    Emit: Batch._emit,
+    Send: Batch._outbox,
+}
