@@ -4,9 +4,10 @@ Hypothesis generates flows (instant CRM steps, waits, splits with jumping and ex
 branches, SMS steps that exit without a mobile, wait-for-action with either timeout,
 ``next`` anywhere — backwards too) that pass validate, runs contacts through them on
 the real executor with a moved clock, and checks every participant's path against the
-compiled graph: it starts at the first step, every move is an edge of the graph, no
-step that validate calls unreachable is ever visited, and a participant leaves the flow
-only from a step with a way out.
+compiled graph: it starts at the first step, every move is an edge of the graph (or the
+graph's jump to the finish step when a success criterion is met with
+``finish_immediately``), no step that validate calls unreachable is ever visited, and a
+participant leaves the flow only from a step with a way out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -34,16 +35,19 @@ from reconciler.spec.models import Flow
 from reconciler.state import Store
 from reconciler.state import crm as c
 from reconciler.state import tables as t
-from reconciler.state.crm_store import CrmTx
+from reconciler.state.crm_store import CrmTx, NewEvent
 from tests.conftest import flow_doc, migrated_sqlite_template
 
 OPTIONS = ApplyOptions(actor="t", lock_wait=timedelta(0))
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_flow(document: dict[str, Any], people: list[dict[str, Any]], rounds: int = 6) -> dict[str, list[str]]:
+def run_flow(
+    document: dict[str, Any], people: list[dict[str, Any]], rounds: int = 6, sale_for: str | None = None
+) -> dict[str, list[str]]:
     """Apply ``document`` running, enroll ``people``, run the executor ``rounds`` times an
-    hour apart; every contact's visited step ids, in order, and final (status, step)."""
+    hour apart (``sale_for`` gets a sale after the second); every contact's visited step
+    ids, in order, and final status."""
     directory = Path(tempfile.mkdtemp(prefix="graph-run-"))
     try:
         db = directory / "state.db"
@@ -57,9 +61,12 @@ def run_flow(document: dict[str, Any], people: list[dict[str, Any]], rounds: int
                 CrmTx(tx).upsert_contacts(people, clock.now())
             executor = Executor(store, clock, batch_size=3)
             executor.enroll(document["metadata"]["name"], [p["email"] for p in people])
-            for _ in range(rounds):
+            for round_ in range(rounds):
                 executor.run_once()
                 clock.advance(timedelta(hours=1))
+                if round_ == 1 and sale_for is not None:
+                    with store.transaction() as tx:
+                        CrmTx(tx).append_events([NewEvent("sale_created", sale_for, clock.now())])
             with store.engine.connect() as conn:
                 runs = conn.execute(
                     select(t.participants.c.contact, c.step_runs.c.step_id)
@@ -163,7 +170,8 @@ def flows(draw: st.DrawFn) -> dict[str, Any]:
         for branch in step.get("branches", []):
             if branch.get("next") is None:
                 branch.pop("next", None)
-    return flow_doc("prop", steps=steps, status="running", triggers=[{"type": "manual"}])
+    success = {"criteria": [{"type": "sale_created"}], "finish_immediately": draw(st.booleans())}
+    return flow_doc("prop", steps=steps, status="running", triggers=[{"type": "manual"}], success_criteria=success)
 
 
 PEOPLE = [
@@ -176,15 +184,14 @@ def _ways_out(graph: FlowGraph, step_id: str) -> bool:
     return any(e.kind in (EdgeKind.EXIT, EdgeKind.END, EdgeKind.FINISH) for e in graph.edges[step_id])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flows())
 def test_every_executor_path_is_a_walk_in_the_graph_validate_checks(document: dict[str, Any]) -> None:
     flow = Flow.model_validate(document)
     graph = flow_graph(flow)
-    if graph.cycle_without_wait() is not None:
-        return  # validate refuses such a flow; it is never applied
+    assume(graph.cycle_without_wait() is None)  # validate refuses such a flow; it is never applied
     unreachable = set(graph.unreachable())
-    paths = run_flow(document, PEOPLE)
+    paths = run_flow(document, PEOPLE, sale_for=PEOPLE[0]["email"])
     for person in PEOPLE:
         path, (status,) = paths[person["email"]], paths[person["email"] + "#status"]
         assert path, "every participant visits the first step"
@@ -192,5 +199,11 @@ def test_every_executor_path_is_a_walk_in_the_graph_validate_checks(document: di
         assert not unreachable & set(path), (path, unreachable)
         for here, there in pairwise(path):
             assert graph.can_move(here, there), (here, there, path, document["spec"]["steps"])
-        if status in ("finished", "dropped_out"):
-            assert _ways_out(graph, path[-1]), (path, status)
+        if status in ("finished", "dropped_out", "finished_with_success"):
+            # out of the flow only where the graph has a way out; with finish_immediately and
+            # no finish step at all, a met criterion ends the flow where the participant is
+            success_anywhere = graph.finish_on_success and graph.success_finish(path[-1]) is None
+            assert _ways_out(graph, path[-1]) or (status == "finished_with_success" and success_anywhere), (
+                path,
+                status,
+            )

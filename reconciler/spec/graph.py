@@ -87,6 +87,8 @@ class FlowGraph:
 
     def unreachable(self) -> list[str]:
         seen = self.reachable_from([self.first])
+        if self.finish_on_success:  # a met criterion moves a participant to its finish step
+            seen |= {target for sid in seen if (target := self.success_finish(sid)) is not None}
         return [sid for sid in self.order if sid not in seen]
 
     def leads_to(self, target: str) -> set[str]:

@@ -179,19 +179,14 @@ def occupancy(c: Connection) -> dict[str, Occupancy]:
             dues = next_due.setdefault(name, {})
             dues[step] = min(dues.get(step, due), due)
     passed: dict[str, dict[str, int]] = {}
-    passed_in_flow: dict[str, dict[str, int]] = {}
     runs = crm.step_runs
-    for name, step, status, count in c.execute(
-        select(f.c.name, runs.c.step_id, p.c.status, func.count(func.distinct(runs.c.participant_id)))
+    for name, step, count in c.execute(
+        select(f.c.name, runs.c.step_id, func.count(func.distinct(runs.c.participant_id)))
         .join(p, p.c.id == runs.c.participant_id)
         .join(f, f.c.id == p.c.flow_id)
-        .group_by(f.c.name, runs.c.step_id, p.c.status)
+        .group_by(f.c.name, runs.c.step_id)
     ):
-        steps = passed.setdefault(name, {})
-        steps[step] = steps.get(step, 0) + count
-        if status in IN_FLOW:
-            in_flow = passed_in_flow.setdefault(name, {})
-            in_flow[step] = in_flow.get(step, 0) + count
+        passed.setdefault(name, {})[step] = count
     return {
         name: Occupancy(
             by_status=counts,
@@ -199,7 +194,6 @@ def occupancy(c: Connection) -> dict[str, Occupancy]:
             waiting=waiting.get(name, {}),
             next_due=next_due.get(name, {}),
             passed=passed.get(name, {}),
-            passed_in_flow=passed_in_flow.get(name, {}),
         )
         for name, counts in by_status.items()
     }

@@ -76,7 +76,6 @@ class Occupancy:
     waiting: dict[str, int] = field(default_factory=dict)  # of those, waiting out a wait step
     next_due: dict[str, datetime] = field(default_factory=dict)  # the earliest due time of those per step
     passed: dict[str, int] = field(default_factory=dict)  # participants (any status) that ran the step
-    passed_in_flow: dict[str, int] = field(default_factory=dict)  # of those, still queued or active
 
     @property
     def in_flow(self) -> int:
