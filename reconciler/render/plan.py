@@ -10,13 +10,29 @@ change shape. Pure functions: no I/O, no printing, no decisions — every verdic
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
 from reconciler.diff import DiffEntry
-from reconciler.plan import ACTIONS, Create, End, FlowChange, Plan, RecordSpec, StepImpact, Update, stage_name
+from reconciler.lifecycle import TRANSITIONS
+from reconciler.plan import (
+    ACTIONS,
+    Create,
+    End,
+    FlowChange,
+    OutOfBand,
+    Plan,
+    RecordSpec,
+    StepImpact,
+    Update,
+    stage_name,
+)
 from reconciler.render.mermaid import flow_mermaid
 from reconciler.spec.models import Flow
 
@@ -29,6 +45,7 @@ _ALWAYS_COUNTED = ("create", "update", "delete")
 _TEXT_VALUE_CHARS = 100
 _MD_VALUE_CHARS = 200
 _MD_UNMANAGED_NAMES = 50
+_INLINE_CHARS = 90
 
 
 # --- shared reading of a change -----------------------------------------------------
@@ -50,6 +67,61 @@ def _new_flow(change: FlowChange) -> Flow | None:
     """The flow as it will be after the change, when a stage carries it."""
     flows = [s.bundle.flow for s in change.stages if isinstance(s, Create | Update | RecordSpec)]
     return flows[-1] if flows else None
+
+
+def _created_yaml(change: FlowChange) -> str | None:
+    """A created flow as the YAML that was written: block style, leaf settings inline."""
+    documents = [s.bundle.document for s in change.stages if isinstance(s, Create)]
+    if not documents:
+        return None
+    yaml = YAML(typ="rt")
+    yaml.width = 120
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
+    yaml.dump(_styled({k: v for k, v in documents[0].items() if k not in ("apiVersion", "kind")}), out)
+    return out.getvalue().rstrip("\n")
+
+
+def _styled(value: Any) -> Any:
+    """Short collections of plain values on one line (``{id: done, type: finish}``), the rest in blocks."""
+    if isinstance(value, dict):
+        styled: Any = CommentedMap((k, _styled(v)) for k, v in value.items())
+    elif isinstance(value, list):
+        styled = CommentedSeq(_styled(v) for v in value)
+    else:
+        return value
+    items = value.values() if isinstance(value, dict) else value
+    plain = all(not isinstance(v, dict | list) and "\n" not in str(v) for v in items)
+    if plain and len(_compact(value, _INLINE_CHARS + 1)) <= _INLINE_CHARS:
+        styled.fa.set_flow_style()
+    else:
+        styled.fa.set_block_style()
+    return styled
+
+
+def out_of_band_text(oob: OutOfBand) -> str:
+    """``paused out of band (reconcile flow pause) by ops at 2026-12-05 10:00Z; its spec says running``."""
+    action = TRANSITIONS.get((oob.applied_status, oob.status), "status change")
+    via = f"reconcile flow {action}" if oob.origin == "break-glass" else (oob.origin or "unknown origin")
+    who = f" by {oob.actor}" if oob.actor else ""
+    when = f" at {oob.at:%Y-%m-%d %H:%M}Z" if oob.at else ""
+    return f"{oob.status} out of band ({via}){who}{when}; its spec says {oob.applied_status}"
+
+
+def kept_line(change: FlowChange) -> str:
+    assert change.out_of_band is not None
+    restore = TRANSITIONS.get((change.out_of_band.status, change.out_of_band.applied_status), "restore")
+    return (
+        f"{change.flow}: kept {out_of_band_text(change.out_of_band)}; the spec is unchanged since it was "
+        f"applied, so apply keeps it (apply --self-heal would {restore} it)"
+    )
+
+
+def undo_line(oob: OutOfBand) -> str:
+    return f"undoes the out-of-band change: {out_of_band_text(oob)}"
+
+
+IN_PLACE = "metadata only: applied in place (no pause; participants are not affected)"
 
 
 def _participants(count: int) -> str:
@@ -91,8 +163,10 @@ def _expand_document(document: dict[str, Any]) -> Iterator[DiffEntry]:
 
 def summary_line(plan: Plan) -> str:
     """``Plan: 1 to create, 0 to update, 1 to pause, 0 to delete; 1 blocked.``"""
+    kept = len(plan.kept)
+    kept_note = f"{kept} out-of-band status change(s) kept (apply --self-heal undoes them)" if kept else ""
     if not plan.has_changes:
-        return NO_CHANGES
+        return f"No changes to apply; {kept_note}." if kept else NO_CHANGES
     counts = plan.summary()
     parts = [
         f"{counts[action]} to {action}"
@@ -100,7 +174,7 @@ def summary_line(plan: Plan) -> str:
         if action != "no-op" and (action in _ALWAYS_COUNTED or counts[action])
     ]
     blocked = f"; {counts['blocked']} blocked" if counts["blocked"] else ""
-    return f"Plan: {', '.join(parts)}{blocked}."
+    return f"Plan: {', '.join(parts)}{blocked}{'; ' + kept_note if kept else ''}."
 
 
 def unmanaged_note(names: tuple[str, ...], *, limit: int | None = None) -> str:
@@ -122,8 +196,22 @@ def plan_json(plan: Plan) -> str:
         "changes": [_change_json(change) for change in plan.changes],
         "change_summary": plan.summary(),
         "unmanaged": list(plan.unmanaged),
+        "kept_out_of_band": [{"flow": c.flow, **_out_of_band_json(c.out_of_band)} for c in plan.kept],
     }
     return json.dumps(document, indent=2, default=str)
+
+
+def _out_of_band_json(oob: OutOfBand | None) -> dict[str, Any]:
+    if oob is None:
+        return {}
+    return {
+        "status": oob.status,
+        "spec_status": oob.applied_status,
+        "actor": oob.actor,
+        "origin": oob.origin,
+        "at": oob.at.isoformat() if oob.at else None,
+        "kept": oob.kept,
+    }
 
 
 def _change_json(change: FlowChange) -> dict[str, Any]:
@@ -132,6 +220,7 @@ def _change_json(change: FlowChange) -> dict[str, Any]:
         "action": change.action,
         "blocked": change.blocked,
         "reason": change.reason,
+        "reasons": list(change.reasons),
         "stages": _stage_names(change),
         "status_before": change.status_before,
         "status_after": change.status_after,
@@ -142,6 +231,9 @@ def _change_json(change: FlowChange) -> dict[str, Any]:
         ],
         "moves": [{"from": old, "to": new, "participants": count} for old, new, count in _moves(change)],
         "cancels": _cancels(change),
+        "kept": change.kept,
+        "out_of_band": _out_of_band_json(change.out_of_band) or None,
+        "in_place": change.in_place,
     }
 
 
@@ -159,6 +251,8 @@ def plan_text(plan: Plan, *, color: bool = False) -> str:
         if change.is_change:
             lines.extend(_change_text(change, paint))
             lines.append("")
+    for change in plan.kept:
+        lines += [f"= {kept_line(change)}", ""]
     lines.append(summary_line(plan))
     if plan.unmanaged:
         lines.append(unmanaged_note(plan.unmanaged))
@@ -174,7 +268,10 @@ def _header(change: FlowChange) -> str:
 def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[str]:
     symbol = SYMBOLS.get(change.action, "~")
     lines = [f"{paint(symbol, symbol)} {_header(change)}"]
-    for entry in display_entries(change):
+    created = _created_yaml(change)
+    if created is not None:
+        lines.extend(f"    {line}" for line in created.splitlines())
+    for entry in [] if created is not None else display_entries(change):
         path = entry.path or WHOLE_FLOW
         if entry.before is None and entry.after is not None:
             lines.append(f"    {paint('+', '+')} {path}: {_compact(entry.after, _TEXT_VALUE_CHARS)}")
@@ -187,8 +284,13 @@ def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[s
     lines.extend(f"    → {_participants(n)} move from step '{old}' to '{new}'" for old, new, n in _moves(change))
     if _cancels(change):
         lines.append(f"    ! {_participants(_cancels(change))} in the flow will be cancelled")
+    if change.out_of_band is not None:
+        lines.append(f"    ! {undo_line(change.out_of_band)}")
+    if change.in_place:
+        lines.append(f"    = {IN_PLACE}")
     if change.blocked:
-        lines.append("    " + paint(f"✗ blocked: {change.reason or 'no reason given'}", "blocked"))
+        reasons = change.reasons or (change.reason or "no reason given",)
+        lines.extend("    " + paint(f"✗ blocked: {reason}", "blocked") for reason in reasons)
     return lines
 
 
@@ -249,6 +351,12 @@ def _markdown_head(plan: Plan) -> str:
         lines += [f"| **blocked** | **{blocked}** |" if blocked else "| blocked | 0 |", ""]
     if plan.unmanaged:
         lines += [f"> {_md_text(unmanaged_note(plan.unmanaged, limit=_MD_UNMANAGED_NAMES))}", ""]
+    if plan.kept:
+        lines += ["**Out-of-band status changes kept:**", ""]
+        lines += [f"- {_md_text(kept_line(c))}" for c in plan.kept[:_MD_UNMANAGED_NAMES]]
+        if len(plan.kept) > _MD_UNMANAGED_NAMES:
+            lines.append(f"- … and {len(plan.kept) - _MD_UNMANAGED_NAMES} more")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -298,7 +406,11 @@ def _facts(change: FlowChange) -> list[str]:
     """Reason, stages, status and impact: short lines, always shown."""
     lines = []
     if change.blocked:
-        lines += [f"> **Blocked:** {_md_text(change.reason or 'no reason given')}", ""]
+        reasons = change.reasons or (change.reason or "no reason given",)
+        if len(reasons) == 1:
+            lines += [f"> **Blocked:** {_md_text(reasons[0])}", ""]
+        else:
+            lines += ["> **Blocked:**", *(f"> - {_md_text(r)}" for r in reasons), ""]
     facts = []
     if change.stages:
         facts.append("**Stages:** " + " → ".join(_stage_names(change)))
@@ -310,6 +422,10 @@ def _facts(change: FlowChange) -> list[str]:
     notes += [f"- {_participants(n)} move from step `{old}` to `{new}`" for old, new, n in _moves(change)]
     if _cancels(change):
         notes.append(f"- {_participants(_cancels(change))} in the flow will be cancelled")
+    if change.out_of_band is not None:
+        notes.append(f"- **{_md_text(undo_line(change.out_of_band))}**")
+    if change.in_place:
+        notes.append(f"- {_md_text(IN_PLACE)}")
     if notes:
         lines += [*notes, ""]
     return lines
@@ -320,7 +436,12 @@ def _section(change: FlowChange, *, rows: int | None = None, diagram: bool = Tru
     lines = [f"{_open_tag(change)}{_summary_html(change)}", "", *_facts(change)]
     diff = _diff_rows(change)
     shown = diff if rows is None else diff[:rows]
-    if shown:
+    created = _created_yaml(change) if rows is None else None
+    if created is not None:
+        fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", created)), default=0) + 1)
+        lines += [f"{fence}yaml", created, fence, ""]
+        shown = diff
+    elif shown:
         lines += ["| path | before | after |", "|---|---|---|", *shown, ""]
     if len(shown) < len(diff):
         lines += [f"_… {len(diff) - len(shown)} more difference(s) not shown (comment size limit)._", ""]
