@@ -10,17 +10,12 @@ change shape. Pure functions: no I/O, no printing, no decisions — every verdic
 from __future__ import annotations
 
 import html
-import io
 import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
 from reconciler.diff import DiffEntry
-from reconciler.lifecycle import TRANSITIONS
 from reconciler.plan import (
     ACTIONS,
     Create,
@@ -34,6 +29,7 @@ from reconciler.plan import (
     stage_name,
 )
 from reconciler.render.mermaid import flow_mermaid
+from reconciler.render.plan_notes import IN_PLACE, created_yaml, kept_line, undo_line
 from reconciler.spec.models import Flow
 
 FORMAT_VERSION = "1"
@@ -45,7 +41,6 @@ _ALWAYS_COUNTED = ("create", "update", "delete")
 _TEXT_VALUE_CHARS = 100
 _MD_VALUE_CHARS = 200
 _MD_UNMANAGED_NAMES = 50
-_INLINE_CHARS = 90
 
 
 # --- shared reading of a change -----------------------------------------------------
@@ -67,61 +62,6 @@ def _new_flow(change: FlowChange) -> Flow | None:
     """The flow as it will be after the change, when a stage carries it."""
     flows = [s.bundle.flow for s in change.stages if isinstance(s, Create | Update | RecordSpec)]
     return flows[-1] if flows else None
-
-
-def _created_yaml(change: FlowChange) -> str | None:
-    """A created flow as the YAML that was written: block style, leaf settings inline."""
-    documents = [s.bundle.document for s in change.stages if isinstance(s, Create)]
-    if not documents:
-        return None
-    yaml = YAML(typ="rt")
-    yaml.width = 120
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    out = io.StringIO()
-    yaml.dump(_styled({k: v for k, v in documents[0].items() if k not in ("apiVersion", "kind")}), out)
-    return out.getvalue().rstrip("\n")
-
-
-def _styled(value: Any) -> Any:
-    """Short collections of plain values on one line (``{id: done, type: finish}``), the rest in blocks."""
-    if isinstance(value, dict):
-        styled: Any = CommentedMap((k, _styled(v)) for k, v in value.items())
-    elif isinstance(value, list):
-        styled = CommentedSeq(_styled(v) for v in value)
-    else:
-        return value
-    items = value.values() if isinstance(value, dict) else value
-    plain = all(not isinstance(v, dict | list) and "\n" not in str(v) for v in items)
-    if plain and len(_compact(value, _INLINE_CHARS + 1)) <= _INLINE_CHARS:
-        styled.fa.set_flow_style()
-    else:
-        styled.fa.set_block_style()
-    return styled
-
-
-def out_of_band_text(oob: OutOfBand) -> str:
-    """``paused out of band (reconcile flow pause) by ops at 2026-12-05 10:00Z; its spec says running``."""
-    action = TRANSITIONS.get((oob.applied_status, oob.status), "status change")
-    via = f"reconcile flow {action}" if oob.origin == "break-glass" else (oob.origin or "unknown origin")
-    who = f" by {oob.actor}" if oob.actor else ""
-    when = f" at {oob.at:%Y-%m-%d %H:%M}Z" if oob.at else ""
-    return f"{oob.status} out of band ({via}){who}{when}; its spec says {oob.applied_status}"
-
-
-def kept_line(change: FlowChange) -> str:
-    assert change.out_of_band is not None
-    restore = TRANSITIONS.get((change.out_of_band.status, change.out_of_band.applied_status), "restore")
-    return (
-        f"{change.flow}: kept {out_of_band_text(change.out_of_band)}; the spec is unchanged since it was "
-        f"applied, so apply keeps it (apply --self-heal would {restore} it)"
-    )
-
-
-def undo_line(oob: OutOfBand) -> str:
-    return f"undoes the out-of-band change: {out_of_band_text(oob)}"
-
-
-IN_PLACE = "metadata only: applied in place (no pause; participants are not affected)"
 
 
 def _participants(count: int) -> str:
@@ -268,7 +208,7 @@ def _header(change: FlowChange) -> str:
 def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[str]:
     symbol = SYMBOLS.get(change.action, "~")
     lines = [f"{paint(symbol, symbol)} {_header(change)}"]
-    created = _created_yaml(change)
+    created = created_yaml(change)
     if created is not None:
         lines.extend(f"    {line}" for line in created.splitlines())
     for entry in [] if created is not None else display_entries(change):
@@ -436,7 +376,7 @@ def _section(change: FlowChange, *, rows: int | None = None, diagram: bool = Tru
     lines = [f"{_open_tag(change)}{_summary_html(change)}", "", *_facts(change)]
     diff = _diff_rows(change)
     shown = diff if rows is None else diff[:rows]
-    created = _created_yaml(change) if rows is None else None
+    created = created_yaml(change) if rows is None else None
     if created is not None:
         fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", created)), default=0) + 1)
         lines += [f"{fence}yaml", created, fence, ""]
