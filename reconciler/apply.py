@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconciler.clock import Clock
@@ -60,7 +60,7 @@ class ApplyOptions:
     lock_ttl: timedelta = timedelta(seconds=30)
     lock_wait: timedelta = timedelta(seconds=60)
     recompute_waits: bool = False  # participants waiting on a changed wait get the new due time
-    heal: bool = True  # also undo out-of-band status changes (the watch daemon makes it opt-in)
+    heal: bool = False  # also undo out-of-band status changes of flows whose spec did not change (--self-heal)
 
 
 @dataclass(frozen=True)
@@ -74,22 +74,37 @@ class ApplyResult:
 
 
 def make_plan(
-    store: Store, desired: Sequence[FlowBundle], *, prune: bool = False, update_policy: UpdatePolicy | None = None
+    store: Store,
+    desired: Sequence[FlowBundle],
+    *,
+    prune: bool = False,
+    update_policy: UpdatePolicy | None = None,
+    heal: bool = False,
 ) -> Plan:
+    """The plan against the state now; out-of-band status changes are kept unless ``heal``
+    (the one rule of ``apply`` and ``watch``: see ``reconciler.plan.build_plan``)."""
     with no_cyclic_gc():
-        return build_plan(desired, store.flows(), store.occupancy(), prune=prune, update_policy=update_policy)
+        flows, occupancy = store.flows(), store.occupancy()
+        changes = store.last_status_changes() if any(f.status != f.applied_status for f in flows.values()) else {}
+        return build_plan(
+            desired,
+            flows,
+            occupancy,
+            prune=prune,
+            update_policy=update_policy,
+            status_changes=changes,
+            heal=heal,
+        )
 
 
 def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options: ApplyOptions) -> ApplyResult:
     """Plan and apply under the lease; returns what was applied and what was blocked."""
     with hold(store, APPLY_LEASE, clock=clock, ttl=options.lock_ttl, wait=options.lock_wait) as lease:
-        plan = make_plan(store, desired, prune=options.prune, update_policy=options.update_policy)
+        plan = make_plan(store, desired, prune=options.prune, update_policy=options.update_policy, heal=options.heal)
         if options.dry_run:
             return ApplyResult(plan, ())
-        records = store.flows() if not options.heal else {}
         applied = []
-        for planned in plan.changes:
-            change = planned if options.heal else _without_healing(planned, records.get(planned.flow))
+        for change in plan.changes:
             if change.blocked or not change.is_change or not change.stages:
                 continue
             if lease.lost.is_set():
@@ -98,20 +113,6 @@ def apply(store: Store, desired: Sequence[FlowBundle], *, clock: Clock, options:
                 _FlowApplier(tx, change, clock.now(), options).run()
             applied.append(change)
         return ApplyResult(plan, tuple(applied))
-
-
-def _without_healing(change: FlowChange, record: FlowRecord | None) -> FlowChange:
-    """Report-only mode: keep an out-of-band status. Status stages that would only take
-    the flow back to its applied status go; those an edit needs first (a pause) stay."""
-    if record is None:
-        return change
-    applied = record.applied_status
-    if record.status == applied or change.status_after != applied:
-        return change  # no out-of-band status, or the specs ask for a new status themselves
-    stages = list(change.stages)
-    while stages and isinstance(stages[-1], Start | Pause | Resume | End):
-        stages.pop()
-    return replace(change, stages=tuple(stages))
 
 
 class _FlowApplier:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Literal
 
 from reconciler.diff import DiffEntry, diff_documents
@@ -18,7 +19,7 @@ from reconciler.lifecycle import check_edit, transition
 from reconciler.spec import start_blockers
 from reconciler.spec.bundle import FlowBundle, bundle_document, step_files_of
 from reconciler.spec.graph import FlowGraph, flow_graph
-from reconciler.state.records import QUEUED, FlowRecord, Occupancy
+from reconciler.state.records import QUEUED, FlowRecord, Occupancy, StatusChange
 from reconciler.statuses import FlowStatus
 
 ACTIONS = ("create", "update", "start", "pause", "resume", "end", "delete", "no-op")
@@ -106,6 +107,20 @@ class StepImpact:
 
 
 @dataclass(frozen=True)
+class OutOfBand:
+    """A status the flow got outside the specs (``reconcile flow pause NAME`` …): what it is,
+    what its last applied spec says, and who made it when. ``kept``: apply leaves it (the
+    spec did not change and no ``--self-heal``); otherwise this change undoes it."""
+
+    status: FlowStatus
+    applied_status: FlowStatus
+    actor: str | None
+    origin: str | None
+    at: datetime | None
+    kept: bool
+
+
+@dataclass(frozen=True)
 class FlowChange:
     flow: str
     action: str
@@ -117,10 +132,18 @@ class FlowChange:
     status_after: FlowStatus | None = None
     impact: tuple[StepImpact, ...] = ()
     expected_hash: str | None = None  # the actual state the plan was made against
+    reasons: tuple[str, ...] = ()  # every blocking problem; ``reason`` joins them
+    out_of_band: OutOfBand | None = None  # an out-of-band status this change keeps or undoes
+    in_place: bool = False  # a metadata-only edit of a running flow: a new revision, no pause
 
     @property
     def is_change(self) -> bool:
         return self.action != "no-op"
+
+    @property
+    def kept(self) -> bool:
+        """The flow keeps a status it got out of band."""
+        return self.out_of_band is not None and self.out_of_band.kept
 
 
 @dataclass(frozen=True)
@@ -136,6 +159,10 @@ class Plan:
     def blocked(self) -> tuple[FlowChange, ...]:
         return tuple(c for c in self.changes if c.blocked)
 
+    @property
+    def kept(self) -> tuple[FlowChange, ...]:
+        return tuple(c for c in self.changes if c.kept)
+
     def summary(self) -> dict[str, int]:
         counts = Counter(c.action for c in self.changes)
         return {action: counts.get(action, 0) for action in ACTIONS} | {"blocked": len(self.blocked)}
@@ -148,8 +175,14 @@ def build_plan(
     *,
     prune: bool = False,
     update_policy: UpdatePolicy | None = None,
+    status_changes: Mapping[str, StatusChange] | None = None,
+    heal: bool = False,
 ) -> Plan:
-    """The plan that makes ``actual`` match ``desired``. No side effects."""
+    """The plan that makes ``actual`` match ``desired``. No side effects.
+
+    An out-of-band status (``reconcile flow pause`` …, the newest of ``status_changes``
+    says who and when) is kept while the flow's spec is unchanged since it was applied;
+    a changed spec or ``heal`` restores the spec's status, and the change says so."""
     changes = []
     wanted = {b.name: b for b in desired}
     for name in sorted(wanted):
@@ -158,7 +191,9 @@ def build_plan(
         if record is None:
             changes.append(_create(bundle))
         else:
-            changes.append(_change(bundle, record, occupancy.get(name, Occupancy()), update_policy))
+            oob = _out_of_band(record, (status_changes or {}).get(name))
+            change = _change(bundle, record, occupancy.get(name, Occupancy()), update_policy, oob, heal)
+            changes.append(change)
     leftover = sorted(set(actual) - set(wanted))
     if prune:
         changes.extend(_delete(actual[name], occupancy.get(name, Occupancy())) for name in leftover)
@@ -188,7 +223,44 @@ def _delete(record: FlowRecord, occupancy: Occupancy) -> FlowChange:
     return replace(base, stages=stages)
 
 
-def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
+def _out_of_band(record: FlowRecord, last: StatusChange | None) -> OutOfBand | None:
+    if record.status == record.applied_status:
+        return None
+    found = last if last is not None and last.to_status == record.status else None
+    return OutOfBand(
+        record.status,
+        record.applied_status,
+        found.actor if found else None,
+        found.origin if found else None,
+        found.at if found else None,
+        kept=True,
+    )
+
+
+def _change(
+    bundle: FlowBundle,
+    record: FlowRecord,
+    occupancy: Occupancy,
+    policy: UpdatePolicy | None,
+    out_of_band: OutOfBand | None = None,
+    heal: bool = False,
+) -> FlowChange:
+    desired_status = bundle.flow.spec.status
+    unchanged = bundle.content_hash == record.content_hash
+    if out_of_band is not None and unchanged and not heal:
+        return FlowChange(
+            bundle.name,
+            "no-op",
+            status_before=record.status,
+            status_after=record.status,
+            expected_hash=record.content_hash,
+            out_of_band=out_of_band,
+        )
+    undone = replace(out_of_band, kept=False) if out_of_band and desired_status != record.status else None
+    return replace(_change_to(bundle, record, occupancy, policy), out_of_band=undone)
+
+
+def _change_to(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy: UpdatePolicy | None) -> FlowChange:
     desired_status = bundle.flow.spec.status
     if bundle.content_hash == record.content_hash and record.status == desired_status:
         return FlowChange(
@@ -198,7 +270,9 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
             status_after=desired_status,
             expected_hash=record.content_hash,
         )
-    diff = diff_documents(record.spec, bundle.document, record.files, bundle.file_digests)
+    diff = _status_entries(
+        diff_documents(record.spec, bundle.document, record.files, bundle.file_digests), record, desired_status
+    )
     edits = tuple(d for d in diff if d.path != "spec.status")
     status_diff = () if record.status == desired_status else (DiffEntry("status", record.status, desired_status),)
     base = FlowChange(
@@ -228,34 +302,52 @@ def _change(bundle: FlowBundle, record: FlowRecord, occupancy: Occupancy, policy
         if occupancy.in_flow or occupancy.passed.get(s, 0)
     )
     base = replace(base, action="update", impact=impact)
+    if record.status == desired_status == FlowStatus.RUNNING and all(_is_metadata(d.path) for d in edits):
+        # A description or labels cannot reach a participant: a new revision, no pause.
+        return replace(base, stages=(Update(bundle),), in_place=True)
     effective_policy = policy or bundle.flow.spec.update_policy
     ends_first = desired_status == FlowStatus.NOT_RUNNING and record.status != FlowStatus.NOT_RUNNING
+    problems: list[str] = []
+    review: tuple[Stage, ...] | None = None  # the stages shown for review when blocked
     prefix: list[Stage] = []
     if ends_first:
         prefix = [End(occupancy.in_flow)]
     elif record.status == FlowStatus.RUNNING:
         if desired_status == FlowStatus.RUNNING and effective_policy != "pause_and_resume":
-            return _block(
-                base,
+            problems.append(
                 f"flow {bundle.name!r} is running and running flows cannot be edited: set spec.status: paused "
                 "to edit it paused, or spec.update_policy: pause_and_resume (or apply --update-policy "
-                "pause_and_resume) to pause, edit and resume in one transaction",
-                stages=(Pause(), Update(bundle), Resume()),  # what the policy would do, for review
+                "pause_and_resume) to pause, edit and resume in one transaction"
             )
+            review = (Pause(), Update(bundle), Resume())  # what the policy would do
         prefix = [Pause()]
     moves: tuple[tuple[str, str, int], ...] = ()
     if not ends_first and occupancy.in_flow:
         before = bundle_document(record.spec, record.files)
         verdict = check_edit(before.flow, bundle.flow, occupancy)
-        if verdict.blockers:
-            return _block(base, "; ".join(verdict.blockers), stages=(*prefix, Update(bundle)))
+        if verdict.blockers and review is None:
+            review = (*prefix, Update(bundle))
+        problems.extend(verdict.blockers)
         moves = verdict.moves
     stages = [*prefix, Update(bundle, moves)]
     now_status = FlowStatus.NOT_RUNNING if ends_first else (FlowStatus.PAUSED if prefix else record.status)
     action = transition(now_status, desired_status)
     if action is not None:
         stages.append(_status_stage(action, occupancy))
-    return _readiness(replace(base, stages=tuple(stages)), bundle)
+    change = replace(base, stages=tuple(stages))
+    if problems:
+        change = _block(change, *problems, stages=review)
+    return _readiness(change, bundle)
+
+
+def _is_metadata(path: str) -> bool:
+    """Paths of an edit no participant can notice: the flow's description and labels."""
+    return path in {"metadata.description", "metadata.labels"} or path.startswith("metadata.labels.")
+
+
+def _status_entries(diff: Sequence[DiffEntry], record: FlowRecord, desired: FlowStatus) -> list[DiffEntry]:
+    """``spec.status`` as a transition even where the spec leaves it out (the default)."""
+    return [DiffEntry(d.path, record.applied_status, desired) if d.path == "spec.status" else d for d in diff]
 
 
 def _status_stage(action: str | None, occupancy: Occupancy) -> Stage:
@@ -275,7 +367,7 @@ def _readiness(change: FlowChange, bundle: FlowBundle) -> FlowChange:
     problems = start_blockers(bundle.flow)
     if not problems:
         return change
-    return _block(change, "cannot run: " + "; ".join(p.message for p in problems))
+    return _block(change, *(f"cannot run: {p.message}" for p in problems))
 
 
 def _impact(graph: FlowGraph, occupancy: Occupancy, step_id: str) -> StepImpact:
@@ -302,5 +394,13 @@ def _changed_steps(edits: Sequence[DiffEntry], bundle: FlowBundle) -> list[str]:
     return list(dict.fromkeys(steps))
 
 
-def _block(change: FlowChange, reason: str, *, stages: tuple[Stage, ...] | None = None) -> FlowChange:
-    return replace(change, blocked=True, reason=reason, stages=stages if stages is not None else change.stages)
+def _block(change: FlowChange, *reasons: str, stages: tuple[Stage, ...] | None = None) -> FlowChange:
+    """Blocked, with every problem found so far (each its own line; ``reason`` joins them)."""
+    every = (*change.reasons, *reasons)
+    return replace(
+        change,
+        blocked=True,
+        reason="; ".join(every),
+        reasons=every,
+        stages=stages if stages is not None else change.stages,
+    )

@@ -261,7 +261,7 @@ def test_break_glass_follows_the_rules(store: Store, clock: ManualClock) -> None
         break_glass(store, "ghost", "pause", clock=clock, actor="ops")
     paused = break_glass(store, "f", "pause", clock=clock, actor="ops")
     assert (paused.status_before, paused.status_after) == ("running", "paused")
-    healed = run(store, clock, doc("f", status="running"))
+    healed = run(store, clock, doc("f", status="running"), heal=True)
     assert actions(healed) == {"f": ("resume", ["resume"], False)}
     assert store.flow("f").revision == 1  # type: ignore[union-attr]  # the spec did not change
     break_glass(store, "f", "end", clock=clock, actor="ops")
@@ -302,13 +302,18 @@ def test_edit_impact_counts_who_is_on_before_and_past_the_step(store: Store, clo
     assert (impact.step, impact.participants, impact.before, impact.past) == ("tag", 1, 1, 2)
 
 
-def test_report_only_mode_keeps_an_out_of_band_status(store: Store, clock: ManualClock) -> None:
+def test_an_out_of_band_status_is_kept_until_the_spec_changes(store: Store, clock: ManualClock) -> None:
+    """One rule for apply and watch: kept while the flow's spec is unchanged; a change to
+    that spec restores the spec's status (before: the edit went in and the pause stayed)."""
     run(store, clock, doc(status="running"))
     break_glass(store, "f", "pause", clock=clock, actor="ops")
-    assert run(store, clock, doc(status="running"), heal=False).applied == ()
+    kept = run(store, clock, doc(status="running"))
+    assert kept.applied == () and not kept.plan.has_changes
+    (change,) = kept.plan.kept
+    assert change.out_of_band is not None and (change.out_of_band.actor, change.out_of_band.status) == ("ops", "paused")
     assert store.flow("f").status == "paused"  # type: ignore[union-attr]
     edited = doc(status="running", steps=[{**STEPS[0], "name": "Tag it"}, *STEPS[1:]])
-    (change,) = run(store, clock, edited, heal=False).applied
-    assert [stage_name(s) for s in change.stages] == ["update"]  # the resume is left out
-    assert (store.flow("f").status, store.flow("f").revision) == ("paused", 2)  # type: ignore[union-attr]
-    assert [stage_name(s) for s in run(store, clock, edited).applied[0].stages] == ["resume"]  # healing heals
+    (change,) = run(store, clock, edited).applied
+    assert [stage_name(s) for s in change.stages] == ["update", "resume"]
+    assert change.out_of_band is not None and not change.out_of_band.kept  # the plan says it undoes it
+    assert (store.flow("f").status, store.flow("f").revision) == ("running", 2)  # type: ignore[union-attr]

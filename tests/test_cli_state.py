@@ -78,16 +78,20 @@ def test_apply_status_history_participants(run: Run, example_repo: Path) -> None
     assert run("history", "lead-scoring", "--diff", "1", "9")[0] == 1
 
 
-def test_break_glass_shows_as_drift_and_apply_heals(run: Run) -> None:
+def test_break_glass_shows_as_drift_and_apply_self_heal_heals(run: Run) -> None:
     run("apply")
     code, out, _ = run("flow", "pause", "webinar-follow-up")
     assert code == 0 and "running → paused" in out
     code, out, _ = run("drift", "--json", "--detailed-exitcode")
     drift = json.loads(out)
     assert code == 2 and drift["format_version"] == "1"
-    assert drift["drifts"] == [{"flow": "webinar-follow-up", "kind": "status", "detail": drift["drifts"][0]["detail"]}]
+    assert drift["drifts"] == [
+        {"flow": "webinar-follow-up", "kind": "status", "detail": drift["drifts"][0]["detail"], "kept": True}
+    ]
     assert "ci-bot (break-glass)" in drift["drifts"][0]["detail"]
-    code, out, _ = run("apply")
+    code, out, _ = run("apply")  # the spec did not change: the pause is kept
+    assert code == 0 and "kept paused" in out and "Applied 0 change(s)" in out
+    code, out, _ = run("apply", "--self-heal")
     assert code == 0 and "resume" in out
     assert run("drift", "--detailed-exitcode")[0] == 0
     assert run("flow", "resume", "webinar-follow-up")[0] == 1  # already running

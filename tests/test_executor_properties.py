@@ -58,7 +58,9 @@ CONTACTS = tuple(f"c{i}@example.com" for i in range(8))
 TERMINAL = (FINISHED, FINISHED_WITH_SUCCESS, DROPPED_OUT, CANCELLED, FAILED)
 STATUSES = ("running", "paused", "not_running")
 BREAK_GLASS = ("start", "pause", "resume", "end")
-OPTIONS = ApplyOptions(actor="t", lock_wait=timedelta(0), update_policy="pause_and_resume")
+# heal: the machine's apply always lands on the spec's status, as ``apply --self-heal`` does
+# (plain apply keeps a break-glass status while the spec is unchanged).
+OPTIONS = ApplyOptions(actor="t", lock_wait=timedelta(0), update_policy="pause_and_resume", heal=True)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def by_flow(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_json_top_level_contract(plan: Plan) -> None:
     document = json.loads(plan_json(plan))
-    assert list(document) == ["format_version", "changes", "change_summary", "unmanaged"]
+    assert list(document) == ["format_version", "changes", "change_summary", "unmanaged", "kept_out_of_band"]
     assert document["format_version"] == "1"
     assert document["unmanaged"] == []
     assert document["change_summary"] == {
@@ -115,6 +115,7 @@ def test_json_change_keys_and_values(plan: Plan) -> None:
         "action",
         "blocked",
         "reason",
+        "reasons",
         "stages",
         "status_before",
         "status_after",
@@ -122,6 +123,9 @@ def test_json_change_keys_and_values(plan: Plan) -> None:
         "impact",
         "moves",
         "cancels",
+        "kept",
+        "out_of_band",
+        "in_place",
     ]
     assert all(list(change) == keys for change in changes.values())
     assert {name: c["action"] for name, c in changes.items()} == {
@@ -146,7 +150,8 @@ def test_json_change_keys_and_values(plan: Plan) -> None:
 
     started = changes["started"]
     assert started["stages"] == ["pause", "record"]
-    assert started["diff"] == [{"path": "spec.status", "before": None, "after": "paused"}]
+    # a status the spec left out is its default, shown as the transition
+    assert started["diff"] == [{"path": "spec.status", "before": "not_running", "after": "paused"}]
 
     live = changes["live"]
     assert live["blocked"] is True
@@ -206,7 +211,7 @@ def test_text_symbols_diff_lines_and_summary(plan: Plan) -> None:
     assert '    ~ spec.steps[pause].duration: "1d" → "2d"' in lines
     assert "    ! 12 participants on step 'pause'" in lines
     assert "+ fresh: create" in lines
-    assert '    + spec.steps[done]: {"id":"done","type":"finish"}' in lines
+    assert "    spec:" in lines and "        - {id: done, type: finish}" in lines  # a created flow as YAML
     assert "> started: pause (pause → record)" in lines
     assert "- gone: delete (end → delete)" in lines
     assert "    ! 3 participants in the flow will be cancelled" in lines

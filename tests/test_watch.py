@@ -306,6 +306,22 @@ def test_an_out_of_band_pause_is_drift_and_healed_only_with_self_heal(
         assert metric(daemon, "reconciler_drift", kind="status") == 1
 
 
+def test_a_change_to_the_paused_flows_spec_restores_its_status_as_apply_does(
+    make_daemon: DaemonFactory, specs: Path, clock: ManualClock
+) -> None:
+    """The one rule of apply and watch: kept while the spec is unchanged, restored by a change to it."""
+    save(specs, spec_text(status="running"))
+    daemon = make_daemon(self_heal=False)
+    daemon._round()
+    break_glass(daemon.store, "demo", "pause", clock=clock, actor="oncall")
+    clock.advance(timedelta(minutes=1))
+    save(specs, spec_text(status="running", duration="2d"))
+    daemon.changed.set()
+    daemon._round()
+    record = daemon.store.flow("demo")
+    assert record is not None and (record.status, record.revision) == ("running", 2)
+
+
 def test_unmanaged_and_pending_drift_are_counted_by_kind(make_daemon: DaemonFactory, specs: Path) -> None:
     save(specs, spec_text("demo"))
     save(specs, spec_text("gone"), "gone.yaml")

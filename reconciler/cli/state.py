@@ -37,6 +37,12 @@ POLICY = click.Choice(["block", "pause_and_resume"])
 detailed_exitcode = click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to do, 2 when there is, 1 on error."
 )
+self_heal_option = click.option(
+    "--self-heal",
+    is_flag=True,
+    help="Also undo out-of-band status changes (reconcile flow pause …) of flows whose spec did not change "
+    "(default: keep them).",
+)
 
 
 def _color() -> bool:
@@ -50,6 +56,7 @@ def _color() -> bool:
 @detailed_exitcode
 @click.option("--prune", is_flag=True, help="Also plan to delete flows that no spec declares.")
 @click.option("--update-policy", type=POLICY, help="Override spec.update_policy for edits of running flows.")
+@self_heal_option
 @pass_context
 def plan(
     ctx: Context,
@@ -59,13 +66,20 @@ def plan(
     detailed_exitcode: bool,
     prune: bool,
     update_policy: str | None,
+    self_heal: bool,
 ) -> None:
     """Show what apply would do, per flow. Exit 1 when a change is blocked."""
     if as_json and markdown:
         raise click.UsageError("--json and --markdown cannot be combined")
     bundles = desired(paths)
     _refuse_empty_prune(bundles, prune)
-    the_plan = make_plan(ctx.store(), bundles, prune=prune, update_policy=update_policy)  # type: ignore[arg-type]
+    the_plan = make_plan(
+        ctx.store(),
+        bundles,
+        prune=prune,
+        update_policy=update_policy,  # type: ignore[arg-type]
+        heal=self_heal,
+    )
     if as_json:
         click.echo(plan_json(the_plan))
     elif markdown:
@@ -100,6 +114,7 @@ def _refuse_empty_prune(bundles: Sequence[object], prune: bool) -> None:
     is_flag=True,
     help="Participants waiting on a changed wait step get the new due time (default: they keep theirs).",
 )
+@self_heal_option
 @pass_context
 def apply_command(
     ctx: Context,
@@ -109,6 +124,7 @@ def apply_command(
     update_policy: str | None,
     lock_timeout: float,
     recompute_waits: bool,
+    self_heal: bool,
 ) -> None:
     """Make the actual state match the specs. Exit 1 on error or a blocked change."""
     bundles = desired(paths)
@@ -121,6 +137,7 @@ def apply_command(
         git_commit=git_commit(paths_or_default(paths)[0].resolve()),
         recompute_waits=recompute_waits,
         lock_wait=timedelta(seconds=lock_timeout),
+        heal=self_heal,
     )
     result = apply(ctx.store(), bundles, clock=ctx.clock, options=options)
     click.echo(plan_text(result.plan, color=_color()))

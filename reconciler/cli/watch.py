@@ -41,7 +41,11 @@ from reconciler.watch.logs import configure
     show_default=True,
     help="Seconds between executor and outbox rounds.",
 )
-@click.option("--self-heal", is_flag=True, help="Also undo out-of-band status changes (default: report them).")
+@click.option(
+    "--self-heal",
+    is_flag=True,
+    help="Also undo out-of-band status changes of flows whose spec did not change (default: keep them, as apply does).",
+)
 @click.option("--prune", is_flag=True, help="Delete flows whose spec was removed (never a running one).")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), help="Serve /metrics, /healthz, /readyz.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)

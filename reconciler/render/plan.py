@@ -16,8 +16,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from reconciler.diff import DiffEntry
-from reconciler.plan import ACTIONS, Create, End, FlowChange, Plan, RecordSpec, StepImpact, Update, stage_name
+from reconciler.plan import (
+    ACTIONS,
+    Create,
+    End,
+    FlowChange,
+    OutOfBand,
+    Plan,
+    RecordSpec,
+    StepImpact,
+    Update,
+    stage_name,
+)
 from reconciler.render.mermaid import flow_mermaid
+from reconciler.render.plan_notes import IN_PLACE, created_yaml, kept_line, undo_line
 from reconciler.spec.models import Flow
 
 FORMAT_VERSION = "1"
@@ -91,8 +103,10 @@ def _expand_document(document: dict[str, Any]) -> Iterator[DiffEntry]:
 
 def summary_line(plan: Plan) -> str:
     """``Plan: 1 to create, 0 to update, 1 to pause, 0 to delete; 1 blocked.``"""
+    kept = len(plan.kept)
+    kept_note = f"{kept} out-of-band status change(s) kept (apply --self-heal undoes them)" if kept else ""
     if not plan.has_changes:
-        return NO_CHANGES
+        return f"No changes to apply; {kept_note}." if kept else NO_CHANGES
     counts = plan.summary()
     parts = [
         f"{counts[action]} to {action}"
@@ -100,7 +114,7 @@ def summary_line(plan: Plan) -> str:
         if action != "no-op" and (action in _ALWAYS_COUNTED or counts[action])
     ]
     blocked = f"; {counts['blocked']} blocked" if counts["blocked"] else ""
-    return f"Plan: {', '.join(parts)}{blocked}."
+    return f"Plan: {', '.join(parts)}{blocked}{'; ' + kept_note if kept else ''}."
 
 
 def unmanaged_note(names: tuple[str, ...], *, limit: int | None = None) -> str:
@@ -122,8 +136,22 @@ def plan_json(plan: Plan) -> str:
         "changes": [_change_json(change) for change in plan.changes],
         "change_summary": plan.summary(),
         "unmanaged": list(plan.unmanaged),
+        "kept_out_of_band": [{"flow": c.flow, **_out_of_band_json(c.out_of_band)} for c in plan.kept],
     }
     return json.dumps(document, indent=2, default=str)
+
+
+def _out_of_band_json(oob: OutOfBand | None) -> dict[str, Any]:
+    if oob is None:
+        return {}
+    return {
+        "status": oob.status,
+        "spec_status": oob.applied_status,
+        "actor": oob.actor,
+        "origin": oob.origin,
+        "at": oob.at.isoformat() if oob.at else None,
+        "kept": oob.kept,
+    }
 
 
 def _change_json(change: FlowChange) -> dict[str, Any]:
@@ -132,6 +160,7 @@ def _change_json(change: FlowChange) -> dict[str, Any]:
         "action": change.action,
         "blocked": change.blocked,
         "reason": change.reason,
+        "reasons": list(change.reasons),
         "stages": _stage_names(change),
         "status_before": change.status_before,
         "status_after": change.status_after,
@@ -142,6 +171,9 @@ def _change_json(change: FlowChange) -> dict[str, Any]:
         ],
         "moves": [{"from": old, "to": new, "participants": count} for old, new, count in _moves(change)],
         "cancels": _cancels(change),
+        "kept": change.kept,
+        "out_of_band": _out_of_band_json(change.out_of_band) or None,
+        "in_place": change.in_place,
     }
 
 
@@ -159,6 +191,8 @@ def plan_text(plan: Plan, *, color: bool = False) -> str:
         if change.is_change:
             lines.extend(_change_text(change, paint))
             lines.append("")
+    for change in plan.kept:
+        lines += [f"= {kept_line(change)}", ""]
     lines.append(summary_line(plan))
     if plan.unmanaged:
         lines.append(unmanaged_note(plan.unmanaged))
@@ -174,7 +208,10 @@ def _header(change: FlowChange) -> str:
 def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[str]:
     symbol = SYMBOLS.get(change.action, "~")
     lines = [f"{paint(symbol, symbol)} {_header(change)}"]
-    for entry in display_entries(change):
+    created = created_yaml(change)
+    if created is not None:
+        lines.extend(f"    {line}" for line in created.splitlines())
+    for entry in [] if created is not None else display_entries(change):
         path = entry.path or WHOLE_FLOW
         if entry.before is None and entry.after is not None:
             lines.append(f"    {paint('+', '+')} {path}: {_compact(entry.after, _TEXT_VALUE_CHARS)}")
@@ -187,8 +224,13 @@ def _change_text(change: FlowChange, paint: Callable[[str, str], str]) -> list[s
     lines.extend(f"    → {_participants(n)} move from step '{old}' to '{new}'" for old, new, n in _moves(change))
     if _cancels(change):
         lines.append(f"    ! {_participants(_cancels(change))} in the flow will be cancelled")
+    if change.out_of_band is not None:
+        lines.append(f"    ! {undo_line(change.out_of_band)}")
+    if change.in_place:
+        lines.append(f"    = {IN_PLACE}")
     if change.blocked:
-        lines.append("    " + paint(f"✗ blocked: {change.reason or 'no reason given'}", "blocked"))
+        reasons = change.reasons or (change.reason or "no reason given",)
+        lines.extend("    " + paint(f"✗ blocked: {reason}", "blocked") for reason in reasons)
     return lines
 
 
@@ -249,6 +291,12 @@ def _markdown_head(plan: Plan) -> str:
         lines += [f"| **blocked** | **{blocked}** |" if blocked else "| blocked | 0 |", ""]
     if plan.unmanaged:
         lines += [f"> {_md_text(unmanaged_note(plan.unmanaged, limit=_MD_UNMANAGED_NAMES))}", ""]
+    if plan.kept:
+        lines += ["**Out-of-band status changes kept:**", ""]
+        lines += [f"- {_md_text(kept_line(c))}" for c in plan.kept[:_MD_UNMANAGED_NAMES]]
+        if len(plan.kept) > _MD_UNMANAGED_NAMES:
+            lines.append(f"- … and {len(plan.kept) - _MD_UNMANAGED_NAMES} more")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -298,7 +346,11 @@ def _facts(change: FlowChange) -> list[str]:
     """Reason, stages, status and impact: short lines, always shown."""
     lines = []
     if change.blocked:
-        lines += [f"> **Blocked:** {_md_text(change.reason or 'no reason given')}", ""]
+        reasons = change.reasons or (change.reason or "no reason given",)
+        if len(reasons) == 1:
+            lines += [f"> **Blocked:** {_md_text(reasons[0])}", ""]
+        else:
+            lines += ["> **Blocked:**", *(f"> - {_md_text(r)}" for r in reasons), ""]
     facts = []
     if change.stages:
         facts.append("**Stages:** " + " → ".join(_stage_names(change)))
@@ -310,6 +362,10 @@ def _facts(change: FlowChange) -> list[str]:
     notes += [f"- {_participants(n)} move from step `{old}` to `{new}`" for old, new, n in _moves(change)]
     if _cancels(change):
         notes.append(f"- {_participants(_cancels(change))} in the flow will be cancelled")
+    if change.out_of_band is not None:
+        notes.append(f"- **{_md_text(undo_line(change.out_of_band))}**")
+    if change.in_place:
+        notes.append(f"- {_md_text(IN_PLACE)}")
     if notes:
         lines += [*notes, ""]
     return lines
@@ -320,7 +376,12 @@ def _section(change: FlowChange, *, rows: int | None = None, diagram: bool = Tru
     lines = [f"{_open_tag(change)}{_summary_html(change)}", "", *_facts(change)]
     diff = _diff_rows(change)
     shown = diff if rows is None else diff[:rows]
-    if shown:
+    created = created_yaml(change) if rows is None else None
+    if created is not None:
+        fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", created)), default=0) + 1)
+        lines += [f"{fence}yaml", created, fence, ""]
+        shown = diff
+    elif shown:
         lines += ["| path | before | after |", "|---|---|---|", *shown, ""]
     if len(shown) < len(diff):
         lines += [f"_… {len(diff) - len(shown)} more difference(s) not shown (comment size limit)._", ""]

@@ -108,16 +108,31 @@ def status_text(
 
 
 def drift_json(drifts: Sequence[Drift]) -> str:
-    return _dumps(
-        {"format_version": "1", "drifts": [{"flow": d.flow, "kind": d.kind, "detail": d.detail} for d in drifts]}
-    )
+    return _dumps({"format_version": "1", "drifts": [_drift_row(d) for d in drifts]})
+
+
+def _drift_row(drift: Drift) -> dict[str, Any]:
+    row: dict[str, Any] = {"flow": drift.flow, "kind": drift.kind, "detail": drift.detail}
+    if drift.kind == "status":
+        row["kept"] = drift.kept  # does apply keep the out-of-band status (null: no specs read)
+    return row
 
 
 def drift_text(drifts: Sequence[Drift]) -> str:
     if not drifts:
         return "No drift. Actual state matches what was applied and what the specs say."
     lines = [f"! {d.flow}: {d.kind}: {d.detail}" for d in drifts]
-    lines.append(f"{len(drifts)} drift(s) found; `reconcile apply` heals them.")
+    lines.append(f"{len(drifts)} drift(s) found.")
+    kinds = {d.kind for d in drifts}
+    if kinds & {"pending", "not_applied"}:
+        lines.append("`reconcile apply` applies the specs that changed or were never applied.")
+    if "unmanaged" in kinds:
+        lines.append("`reconcile apply --prune` deletes flows that no spec declares.")
+    if "status" in kinds:
+        lines.append(
+            "`reconcile apply` keeps an out-of-band status while the flow's spec is unchanged; "
+            "a change to that spec, or `reconcile apply --self-heal`, restores the spec's status."
+        )
     return "\n".join(lines)
 
 

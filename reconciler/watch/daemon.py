@@ -5,7 +5,8 @@ by a heartbeat, taken over when the leader dies), it applies the specs whenever 
 file changes (watchfiles, debounced: an editor's save storm or a ``git checkout``
 of many files is one reconcile) and on an interval anyway (a missed event never
 leaves drift forever). Every process runs executor and outbox work. Drift is checked
-on an interval, logged and counted; healing it is opt-in (``--self-heal``). An
+on an interval, logged and counted; an out-of-band status is kept while the flow's
+spec is unchanged, as ``apply`` keeps it, unless ``--self-heal``. An
 invalid spec never stops the daemon and never applies half: the located errors are
 logged and the last good state stays until the files are fixed. SIGTERM/SIGINT stop
 claiming new work, let the current batch finish, release the lease and exit 0.
@@ -201,6 +202,8 @@ class Daemon:
             log.info("applied", extra={"flow": change.flow, "action": change.action})
         for change in result.blocked:
             log.warning("blocked", extra={"flow": change.flow, "reason": change.reason})
+        for change in result.plan.kept:
+            log.info("kept out-of-band status", extra={"flow": change.flow, "status": change.status_after})
         self._reconciled = True
         self.ready.set()
 
