@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from reconciler import __version__
 from reconciler.clock import Clock, SystemClock
@@ -26,22 +27,36 @@ from reconciler.desired import load_desired
 from reconciler.errors import SpecError, UserError
 from reconciler.spec.bundle import FlowBundle
 from reconciler.state import Store
+from reconciler.state.database import parse_url
 
 DEFAULT_DATABASE_URL = "sqlite:///.reconciler/state.db"
+DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
+# The commands that only read the state: they never create, migrate or write a database
+# (a plan job can run with read-only credentials). Every other command that opens the
+# store may create the database and bring its schema up to date.
+READ_ONLY_COMMANDS = frozenset(
+    {"plan", "drift", "status", "history", "export", "participants list", "participants show", "outbox", "validate"}
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Context:
-    """What every command shares: where the state is, and the clock."""
+    """What every command shares: where the state is (and which setting said so), and the clock."""
 
     database_url: str
+    database_setting: str = "--database-url"
     clock: Clock = field(default_factory=SystemClock)
     _store: Store | None = None
 
     def store(self) -> Store:
+        """The state store; read-only (never created or migrated) for ``READ_ONLY_COMMANDS``."""
         if self._store is None:
-            self._store = Store.open(self.database_url)
+            parse_url(self.database_url, self.database_setting)
+            if command_name() in READ_ONLY_COMMANDS:
+                self._store = Store.open_read_only(self.database_url)
+            else:
+                self._store = Store.open(self.database_url)
         return self._store
 
     def close(self) -> None:
@@ -70,6 +85,16 @@ def actor() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def command_name() -> str:
+    """The running (sub)command's name below ``reconcile``, e.g. ``participants add``."""
+    names: list[str] = []
+    current = click.get_current_context(silent=True)
+    while current is not None and current.parent is not None:
+        names.append(current.info_name or "")
+        current = current.parent
+    return " ".join(reversed(names))
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -117,16 +142,24 @@ class ReconcileGroup(click.Group):
 @click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url",
-    envvar="RECONCILER_DATABASE_URL",
+    envvar=DATABASE_URL_ENV,
     default=DEFAULT_DATABASE_URL,
     show_default=True,
-    help="SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://).",
+    help=f"SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://); env {DATABASE_URL_ENV}. "
+    "Empty or unparsable is an error.",
 )
 @click.version_option(__version__, prog_name="reconcile")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str) -> None:
     """Config-as-code for marketing-automation flows: validate, plan, apply, drift."""
-    context = Context(database_url)
+    source = ctx.get_parameter_source("database_url")
+    setting = "--database-url"
+    if source is ParameterSource.ENVIRONMENT:
+        setting = DATABASE_URL_ENV
+    elif source is ParameterSource.DEFAULT and DATABASE_URL_ENV in os.environ:
+        # click treats an empty variable as unset; here set-but-empty is an error, not the default.
+        database_url, setting = os.environ[DATABASE_URL_ENV], DATABASE_URL_ENV
+    context = Context(database_url, setting)
     ctx.obj = context
     ctx.call_on_close(context.close)
 
