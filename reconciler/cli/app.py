@@ -22,7 +22,7 @@ from click.core import ParameterSource
 
 from reconciler import __version__
 from reconciler.clock import Clock, SystemClock
-from reconciler.config import registered_scripts
+from reconciler.config import CONFIG_ENV, OperatorConfig, find_config, select_config_file
 from reconciler.desired import load_desired
 from reconciler.errors import SpecError, UserError
 from reconciler.spec.bundle import FlowBundle
@@ -68,12 +68,19 @@ def spec_paths(function: F) -> F:
     return click.argument("paths", nargs=-1, type=click.Path(path_type=Path))(function)
 
 
+def operator_config(paths: tuple[Path, ...] = ()) -> OperatorConfig:
+    """The reconciler.toml for a command on ``paths`` (see ``reconciler.config``)."""
+    return find_config(paths)
+
+
 def paths_or_default(paths: tuple[Path, ...]) -> list[Path]:
-    return list(paths) or [Path("specs")]
+    """The spec paths given, else ``paths`` of the config file, else ``specs/``."""
+    return list(paths) or operator_config().spec_paths() or [Path("specs")]
 
 
 def desired(paths: tuple[Path, ...]) -> list[FlowBundle]:
-    return load_desired(paths_or_default(paths), frozenset(registered_scripts()))
+    given = paths_or_default(paths)
+    return load_desired(given, frozenset(operator_config(tuple(given)).scripts()))
 
 
 def actor() -> str:
@@ -148,9 +155,17 @@ class ReconcileGroup(click.Group):
     help=f"SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://); env {DATABASE_URL_ENV}. "
     "Empty or unparsable is an error.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    envvar=CONFIG_ENV,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"The reconciler.toml to use (env {CONFIG_ENV}); by default the nearest one above the spec paths, "
+    "up to the repository root, then above the working directory.",
+)
 @click.version_option(__version__, prog_name="reconcile")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str) -> None:
+def cli(ctx: click.Context, database_url: str, config_file: Path | None) -> None:
     """Config-as-code for marketing-automation flows: validate, plan, apply, drift."""
     source = ctx.get_parameter_source("database_url")
     setting = "--database-url"
@@ -160,6 +175,10 @@ def cli(ctx: click.Context, database_url: str) -> None:
         # click treats an empty variable as unset; here set-but-empty is an error, not the default.
         database_url, setting = os.environ[DATABASE_URL_ENV], DATABASE_URL_ENV
     context = Context(database_url, setting)
+    config_source = ctx.get_parameter_source("config_file")
+    select_config_file(config_file, CONFIG_ENV if config_source is ParameterSource.ENVIRONMENT else "--config")
+    if config_file is not None:
+        find_config()  # a given file that is missing or does not parse fails every command, first
     ctx.obj = context
     ctx.call_on_close(context.close)
 
