@@ -111,6 +111,12 @@ def test_the_default_state_directory_is_git_ignored_when_created(run: Run, repo:
     assert (repo / ".reconciler" / ".gitignore").read_text() == "*\n"
 
 
+def test_a_state_directory_that_cannot_be_created_is_one_clear_line(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    code, _, err = run("--database-url", f"sqlite:///{tmp_path / 'file' / 'sub' / 'x.db'}", "apply")
+    assert code == 1 and err.startswith(f"Error: cannot create {tmp_path / 'file' / 'sub'} for the state database")
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -136,9 +136,12 @@ def make_state_directory(directory: Path) -> None:
     created here gets a ``.gitignore`` of ``*``, so local state never lands in a commit."""
     if directory.is_dir():
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    if directory.name == STATE_DIRECTORY:
-        (directory / ".gitignore").write_text("*\n")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory.name == STATE_DIRECTORY:
+            (directory / ".gitignore").write_text("*\n")
+    except OSError as exc:
+        raise DatabaseError(f"cannot create {directory} for the state database: {exc.strerror}") from None
 
 
 def _first_line(exc: DBAPIError) -> str:
