@@ -133,3 +133,20 @@ def test_example_specs_validate_clean() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "error" not in result.stdout and "warning" not in result.stdout
+
+
+def test_a_split_without_everyone_else_names_the_catch_all(
+    run: Callable[..., tuple[int, str]], write_spec: Callable[..., Path]
+) -> None:
+    branches = [
+        {"name": "leads", "when": {"field": "category", "op": "equals", "value": "lead"}, "next": "done"},
+        {"name": "others", "next": "done"},
+    ]
+    steps = [{"id": "route", "type": "split", "branches": branches}, {"id": "done", "type": "finish"}]
+    write_spec("a.yaml", flow_doc("a", steps=steps))
+    code, out = run("validate")
+    assert code == 1
+    assert (
+        "error: branch 'others' needs a 'when' condition "
+        "(the catch-all branch, which needs none, is called everyone_else)" in out
+    )

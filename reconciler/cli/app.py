@@ -18,30 +18,45 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from reconciler import __version__
 from reconciler.clock import Clock, SystemClock
-from reconciler.config import registered_scripts
+from reconciler.config import CONFIG_ENV, OperatorConfig, find_config, select_config_file
 from reconciler.desired import load_desired
 from reconciler.errors import SpecError, UserError
 from reconciler.spec.bundle import FlowBundle
 from reconciler.state import Store
+from reconciler.state.database import parse_url
 
 DEFAULT_DATABASE_URL = "sqlite:///.reconciler/state.db"
+DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
+# The commands that only read the state: they never create, migrate or write a database
+# (a plan job can run with read-only credentials). Every other command that opens the
+# store may create the database and bring its schema up to date.
+READ_ONLY_COMMANDS = frozenset(
+    {"plan", "drift", "status", "history", "export", "participants list", "participants show", "outbox", "validate"}
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class Context:
-    """What every command shares: where the state is, and the clock."""
+    """What every command shares: where the state is (and which setting said so), and the clock."""
 
     database_url: str
+    database_setting: str = "--database-url"
     clock: Clock = field(default_factory=SystemClock)
     _store: Store | None = None
 
     def store(self) -> Store:
+        """The state store; read-only (never created or migrated) for ``READ_ONLY_COMMANDS``."""
         if self._store is None:
-            self._store = Store.open(self.database_url)
+            parse_url(self.database_url, self.database_setting)
+            if command_name() in READ_ONLY_COMMANDS:
+                self._store = Store.open_read_only(self.database_url)
+            else:
+                self._store = Store.open(self.database_url)
         return self._store
 
     def close(self) -> None:
@@ -53,12 +68,19 @@ def spec_paths(function: F) -> F:
     return click.argument("paths", nargs=-1, type=click.Path(path_type=Path))(function)
 
 
+def operator_config(paths: tuple[Path, ...] = ()) -> OperatorConfig:
+    """The reconciler.toml for a command on ``paths`` (see ``reconciler.config``)."""
+    return find_config(paths)
+
+
 def paths_or_default(paths: tuple[Path, ...]) -> list[Path]:
-    return list(paths) or [Path("specs")]
+    """The spec paths given, else ``paths`` of the config file, else ``specs/``."""
+    return list(paths) or operator_config().spec_paths() or [Path("specs")]
 
 
 def desired(paths: tuple[Path, ...]) -> list[FlowBundle]:
-    return load_desired(paths_or_default(paths), frozenset(registered_scripts()))
+    given = paths_or_default(paths)
+    return load_desired(given, frozenset(operator_config(tuple(given)).scripts()))
 
 
 def actor() -> str:
@@ -70,6 +92,16 @@ def actor() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+def command_name() -> str:
+    """The running (sub)command's name below ``reconcile``, e.g. ``participants add``."""
+    names: list[str] = []
+    current = click.get_current_context(silent=True)
+    while current is not None and current.parent is not None:
+        names.append(current.info_name or "")
+        current = current.parent
+    return " ".join(reversed(names))
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -117,16 +149,36 @@ class ReconcileGroup(click.Group):
 @click.group(cls=ReconcileGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url",
-    envvar="RECONCILER_DATABASE_URL",
+    envvar=DATABASE_URL_ENV,
     default=DEFAULT_DATABASE_URL,
     show_default=True,
-    help="SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://).",
+    help=f"SQLAlchemy URL of the state database (SQLite file or postgresql+psycopg://); env {DATABASE_URL_ENV}. "
+    "Empty or unparsable is an error.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar=CONFIG_ENV,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"The reconciler.toml to use (env {CONFIG_ENV}); by default the nearest one above the spec paths, "
+    "up to the repository root, then above the working directory.",
 )
 @click.version_option(__version__, prog_name="reconcile")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str) -> None:
+def cli(ctx: click.Context, database_url: str, config_file: Path | None) -> None:
     """Config-as-code for marketing-automation flows: validate, plan, apply, drift."""
-    context = Context(database_url)
+    source = ctx.get_parameter_source("database_url")
+    setting = "--database-url"
+    if source is ParameterSource.ENVIRONMENT:
+        setting = DATABASE_URL_ENV
+    elif source is ParameterSource.DEFAULT and DATABASE_URL_ENV in os.environ:
+        # click treats an empty variable as unset; here set-but-empty is an error, not the default.
+        database_url, setting = os.environ[DATABASE_URL_ENV], DATABASE_URL_ENV
+    context = Context(database_url, setting)
+    config_source = ctx.get_parameter_source("config_file")
+    select_config_file(config_file, CONFIG_ENV if config_source is ParameterSource.ENVIRONMENT else "--config")
+    if config_file is not None:
+        find_config()  # a given file that is missing or does not parse fails every command, first
     ctx.obj = context
     ctx.call_on_close(context.close)
 

@@ -10,8 +10,17 @@ from pathlib import Path
 import click
 
 from reconciler.apply import APPLY_LEASE, ApplyOptions, apply, make_plan
-from reconciler.cli.app import Context, actor, cli, desired, exit_with, pass_context, paths_or_default, spec_paths
-from reconciler.config import drift_ignore_rules
+from reconciler.cli.app import (
+    Context,
+    actor,
+    cli,
+    desired,
+    exit_with,
+    operator_config,
+    pass_context,
+    paths_or_default,
+    spec_paths,
+)
 from reconciler.diff import diff_documents
 from reconciler.drift import IgnoreRule, detect_drift
 from reconciler.errors import ConfigError, UserError
@@ -159,7 +168,7 @@ def drift(ctx: Context, paths: tuple[Path, ...], as_json: bool, detailed_exitcod
     given = paths_or_default(paths)
     bundles = desired(paths) if paths or given[0].exists() else None
     try:
-        rules = [IgnoreRule.parse(text) for text in drift_ignore_rules()]
+        rules = [IgnoreRule.parse(text) for text in operator_config(tuple(given)).drift_ignore()]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     store = ctx.store()

@@ -144,7 +144,10 @@ class Split(StepBase):
         allowed = _BASIS_KINDS[self.based_on]
         for branch in others:
             if branch.when is None:
-                raise ValueError(f"branch {branch.name!r} needs a 'when' condition")
+                raise ValueError(
+                    f"branch {branch.name!r} needs a 'when' condition "
+                    f"(the catch-all branch, which needs none, is called {EVERYONE_ELSE})"
+                )
             wrong = condition_kinds(branch.when) - allowed
             if wrong:
                 raise ValueError(

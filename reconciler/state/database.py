@@ -4,6 +4,12 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout, and every
 write transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the
 database lock instead of failing halfway. PostgreSQL (``postgresql+psycopg://``)
 is for teams and for several processes on several machines.
+
+Two ways in: ``connect`` for commands that may write (it creates a SQLite file's
+directory; the store then migrates), and ``connect_for_reading`` for the read-only
+commands, which must never create, migrate or write a database: a missing SQLite
+file or a database without our schema is reported as "no state yet", and a schema
+older than this reconciler's is an error that names ``reconcile db upgrade``.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from reconciler.errors import UserError
 
@@ -26,26 +32,135 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 READ_ONLY = {"reconciler_read_only": True}  # execution options of connections that only read
 MIGRATION_LOCK_KEY = 0x7265636F  # "reco": the advisory lock that serializes migrations
+STATE_DIRECTORY = ".reconciler"  # the default home of local state; git-ignored when created
+_OUR_TABLES = frozenset({"flows", "participants", "revisions", "contacts"})  # what says "reconciler state"
+URL_EXAMPLES = "sqlite:///path/to/state.db or postgresql+psycopg://user@host/db"
 
 
 class DatabaseError(UserError):
     """The state database cannot be reached or is not ours."""
 
 
-def connect(url: str) -> Engine:
-    """An engine for ``url``; creates the directory of a SQLite file."""
+def parse_url(url: str, setting: str = "the database URL") -> URL:
+    """``url`` parsed, with a driver this installation has; ``setting`` names where the URL
+    came from (an option or an environment variable) in the error. An empty URL is an
+    error, never "the default": a CI variable that expanded to nothing must not quietly
+    mean a fresh local database."""
+    if not url.strip():
+        raise DatabaseError(f"{setting} is set but empty; give a database URL ({URL_EXAMPLES}) or unset it")
     try:
-        parsed = make_url(url)
+        parsed = make_url(url.strip())
     except ArgumentError:
-        raise DatabaseError(f"invalid database URL {url!r}") from None
-    if parsed.drivername.startswith("sqlite"):
-        return _sqlite(url, parsed.database)
+        raise DatabaseError(f"{setting}: cannot parse database URL {url!r}; expected {URL_EXAMPLES}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        parsed.get_dialect()
+    except (NoSuchModuleError, ImportError):
+        shown = parsed.render_as_string(hide_password=True)
+        raise DatabaseError(
+            f"{setting}: unknown database driver {parsed.drivername!r} in {shown}; expected {URL_EXAMPLES}"
+        ) from None
+    return parsed
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url`` that may write; creates the directory of a SQLite file."""
+    parsed = parse_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        file = sqlite_file(parsed)
+        if file is not None:
+            make_state_directory(file.parent)
+        return _sqlite(parsed, read_only=False)
+    return _server(parsed, read_only=False)
+
+
+def connect_for_reading(url: str) -> Engine | None:
+    """An engine that never writes, on a database at this reconciler's schema, or None when
+    there is no state yet (a missing SQLite file, which is not created, or a database
+    without our schema). A database at an older schema is an error: migrating is a write."""
+    parsed = parse_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        file = sqlite_file(parsed)
+        if file is not None and not file.exists():
+            return None
+        engine = _sqlite(parsed, read_only=True)
+    else:
+        engine = _server(parsed, read_only=True)
+    try:
+        if _schema_state(engine) is None:
+            engine.dispose()
+            return None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _schema_state(engine: Engine) -> str | None:
+    try:
+        current = current_revision(engine)
+    except DBAPIError as exc:
+        raise DatabaseError(f"cannot read the state database: {_first_line(exc)}") from None
+    if current is None:
+        found = set(inspect(engine).get_table_names())
+        if found & _OUR_TABLES:
+            raise DatabaseError(
+                f"the state database has tables ({', '.join(sorted(found & _OUR_TABLES))}) but no schema version: "
+                "it is not a reconciler database, or was changed by hand"
+            )
+        return None
+    head = head_revision()
+    if current == head:
+        return current
+    if current not in _known_revisions():
+        raise DatabaseError(
+            f"the state database is at schema {current}, which this reconciler does not know; upgrade reconciler"
+        )
+    raise DatabaseError(
+        f"the state database is at schema {current}, older than this reconciler's {head}; "
+        "run `reconcile db upgrade` (read-only commands never migrate)"
+    )
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory or ``file:`` URI database."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def make_state_directory(directory: Path) -> None:
+    """Create ``directory`` (and its parents) for local state. A ``.reconciler`` directory
+    created here gets a ``.gitignore`` of ``*``, so local state never lands in a commit."""
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory.name == STATE_DIRECTORY:
+            (directory / ".gitignore").write_text("*\n")
+    except OSError as exc:
+        raise DatabaseError(f"cannot create {directory} for the state database: {exc.strerror}") from None
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+
+
+def _server(parsed: URL, *, read_only: bool) -> Engine:
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True)
     except Exception as exc:
         raise DatabaseError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {exc}") from None
+    if read_only and engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "begin")
+        def _read_only_transaction(connection: Any) -> None:
+            # Belt and braces: a read-only command's transactions refuse writes server-side.
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+    return engine
 
 
 def _json_loads(text: str) -> Any:
@@ -58,9 +173,7 @@ def _json_loads(text: str) -> Any:
     return json.loads(text)
 
 
-def _sqlite(url: str, database: str | None) -> Engine:
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+def _sqlite(url: URL, *, read_only: bool) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, json_deserializer=_json_loads)
 
     @event.listens_for(engine, "connect")
@@ -68,7 +181,11 @@ def _sqlite(url: str, database: str | None) -> Engine:
         # Take transaction control from pysqlite so BEGIN IMMEDIATE is ours to send.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only:
+            # No statement of this connection may change the file (not even its journal mode).
+            cursor.execute("PRAGMA query_only=ON")
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
         # Safe with WAL (no corruption on power loss; the last commits may roll back) and a
         # commit costs microseconds instead of an fsync.
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -83,8 +200,8 @@ def _sqlite(url: str, database: str | None) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Writers queue on the database lock up front; readers keep WAL's concurrent reads.
-        read_only = connection.get_execution_options().get("reconciler_read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        reads = read_only or connection.get_execution_options().get("reconciler_read_only", False)
+        connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -104,6 +221,10 @@ def _config_without_engine() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
+
+
+def _known_revisions() -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(_config_without_engine()).walk_revisions()}
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -148,8 +269,7 @@ def ensure_current(engine: Engine) -> None:
     head = head_revision()
     if current == head:
         return
-    known = {s.revision for s in ScriptDirectory.from_config(_config_without_engine()).walk_revisions()}
-    if current is not None and current not in known:
+    if current is not None and current not in _known_revisions():
         raise DatabaseError(
             f"the state database is at schema {current}, which this reconciler does not know; upgrade reconciler"
         )

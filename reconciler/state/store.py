@@ -15,12 +15,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy import Connection, Engine, Row, create_engine, delete, insert, select, update
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.pool import StaticPool
 
 from reconciler.state import crm, history_store, lease_store, participant_store
 from reconciler.state import tables as t
-from reconciler.state.database import READ_ONLY, DatabaseError, connect, ensure_current
+from reconciler.state.database import READ_ONLY, DatabaseError, connect, connect_for_reading, ensure_current
 from reconciler.state.history_store import HistoryTx
 from reconciler.state.lease_store import LeaseTx
 from reconciler.state.participant_store import ParticipantTx
@@ -34,6 +35,8 @@ from reconciler.state.records import (
 )
 from reconciler.statuses import FlowStatus
 
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a role without the right to write
+
 
 class Store:
     def __init__(self, engine: Engine) -> None:
@@ -46,6 +49,14 @@ class Store:
             ensure_current(engine)
         return cls(engine)
 
+    @classmethod
+    def open_read_only(cls, url: str) -> Store:
+        """A store for commands that only read: it never creates, migrates or writes the
+        database. With no state yet (a missing SQLite file, an empty database) it reads an
+        empty state held in memory, so ``plan`` shows everything to create."""
+        engine = connect_for_reading(url)
+        return cls(engine if engine is not None else _empty_state())
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -57,6 +68,12 @@ class Store:
         except (OperationalError, IntegrityError, DataError) as exc:
             # Rolled back whole; say what the database said, without a traceback.
             raise DatabaseError(f"state database error: {str(exc.orig).strip().splitlines()[0]}") from None
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            raise DatabaseError(
+                f"state database error: {str(exc.orig).strip().splitlines()[0]} (are these read-only credentials?)"
+            ) from None
 
     @contextmanager
     def reading(self) -> Iterator[Tx]:
@@ -210,6 +227,13 @@ class Tx(ParticipantTx, HistoryTx, LeaseTx):
                 flow_name=name, from_status=before, to_status=None, at=now, origin=origin, actor=actor
             )
         )
+
+
+def _empty_state() -> Engine:
+    """An in-memory database with the current schema and no rows: "nothing applied yet"."""
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    t.metadata.create_all(engine)
+    return engine
 
 
 def _flows(c: Connection) -> dict[str, FlowRecord]:
