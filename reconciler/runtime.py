@@ -4,7 +4,7 @@ outbox dispatcher, and the transports it delivers through.
 Both commands do the same work — executor rounds (events, then due participants),
 then outbox deliveries — through the same transports, decided here once: SMTP from
 ``RECONCILER_SMTP_URL`` and the SMS provider from ``RECONCILER_SMS_URL``, the local
-maildir sink (``.reconciler/outbox``) for whichever is not configured, scripts from
+maildir sink (``.reconciler/outbox``, ignored by git) for whichever is not configured, scripts from
 the operator's registry (``reconciler.toml`` and entry points), and unsubscribe links
 from ``RECONCILER_UNSUBSCRIBE_URL``. A command says only what differs (batch size,
 rate, connections, no dispatch) in ``RuntimeSettings``.
@@ -33,7 +33,7 @@ from reconciler.executor import BATCH_SIZE, Executor, RunStats
 from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, DispatchStats, Transports
 from reconciler.state import Store
 
-SINK_DIRECTORY = Path(".reconciler/outbox")
+SINK_DIRECTORY = sink.DEFAULT_OUTBOX_DIR  # under .reconciler/, beside the default database
 UNSUBSCRIBE_URL_VARIABLE = "RECONCILER_UNSUBSCRIBE_URL"
 SEND_OUTCOMES = ("sent", "retried", "failed", "unknown", "deferred")
 _POLICY = DispatchPolicy()

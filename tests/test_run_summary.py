@@ -3,6 +3,7 @@ reasons in the summary line, and exit 3 while the SMTP server is unreachable all
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import update
 
+from reconciler.private_dir import ensure_private_dir
 from reconciler.state import Store
 from reconciler.state import crm as c
 from tests.conftest import flow_doc, invoke_cli
@@ -88,3 +90,29 @@ def test_everything_sent_says_so(mail_flow: int) -> None:
     assert code == 0, err
     assert out.rstrip().endswith("sent 4") and len(handler.arrived) == 4
     assert out.count("\n") == 1
+
+
+def test_the_local_sink_keeps_rendered_mail_out_of_git(
+    mail_flow: int, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No SMTP configured: the sink writes under .reconciler/, which ignores itself."""
+    monkeypatch.delenv("RECONCILER_SMTP_URL")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    code, out, err = invoke_cli("run", "--once")
+    assert code == 0 and out.rstrip().endswith("sent 4"), err
+    assert len(list((repo / ".reconciler" / "outbox" / "mail" / "new").iterdir())) == 4
+    assert (repo / ".reconciler" / ".gitignore").read_text().splitlines()[-1] == "*"
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "specs/f.yaml" in listed and ".reconciler" not in listed
+
+
+def test_a_gitignore_of_the_users_own_is_kept(tmp_path: Path) -> None:
+    (tmp_path / ".reconciler").mkdir()
+    (tmp_path / ".reconciler" / ".gitignore").write_text("outbox/\n")
+    ensure_private_dir(tmp_path / ".reconciler")
+    assert (tmp_path / ".reconciler" / ".gitignore").read_text() == "outbox/\n"
