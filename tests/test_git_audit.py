@@ -155,3 +155,15 @@ def test_daemon_records_each_revision_dirty_or_clean(checkout: Path, tmp_path: P
         assert third["git_dirty"] is False and third["git_commit"] == git(checkout, "rev-parse", "HEAD")
     finally:
         store.close()
+
+
+def test_history_diff_shows_letters_as_they_are(checkout: Path) -> None:
+    assert invoke_cli("apply")[0] == 0
+    edit(
+        checkout / "specs" / "lead-scoring.yaml",
+        "description: Score leads",
+        "description: Välkommen, åäö — score leads",
+    )
+    assert invoke_cli("apply")[0] == 0
+    code, out, _ = invoke_cli("history", PAUSED, "--diff", "1", "2")
+    assert code == 0 and '"Välkommen, åäö — score leads' in out and "\\u00e4" not in out
