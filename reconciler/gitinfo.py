@@ -43,9 +43,13 @@ def _git(directory: Path, *args: str) -> subprocess.CompletedProcess[str] | None
         return None
 
 
-def git_state(paths: Sequence[Path], files: Iterable[Path] = ()) -> GitState:
-    """The commit of the work tree holding ``paths[0]``, and which of ``paths`` (directories or
-    files) and ``files`` differ from it. Paths outside that work tree are not looked at."""
+def git_state(
+    paths: Sequence[Path], files: Iterable[Path] = (), suffixes: tuple[str, ...] = (".yaml", ".yml")
+) -> GitState:
+    """The commit of the work tree holding ``paths[0]``, and which spec files under ``paths``
+    (directories or files; only names ending in ``suffixes`` count: a stray ``notes.txt`` is
+    not applied) and which of ``files`` differ from it. Paths outside that work tree are not
+    looked at."""
     if not paths:
         return GitState(None)
     first = paths[0].resolve()
@@ -55,12 +59,17 @@ def git_state(paths: Sequence[Path], files: Iterable[Path] = ()) -> GitState:
     if top is None or head is None or top.returncode != 0 or head.returncode != 0:
         return GitState(None)
     root = Path(top.stdout.strip()).resolve()
+    files = list(files)
     inside: list[str] = []
+    named: set[str] = set()
     for path in [*paths, *files]:
         try:
-            inside.append(str(path.resolve().relative_to(root)) or ".")
+            relative = path.resolve().relative_to(root).as_posix()
         except ValueError:
             continue
+        inside.append(relative or ".")
+        if path.is_file() or path in files:
+            named.add(relative)
     changed: tuple[str, ...] = ()
     if inside:
         status = _git(
@@ -68,7 +77,7 @@ def git_state(paths: Sequence[Path], files: Iterable[Path] = ()) -> GitState:
         )
         if status is None or status.returncode != 0:
             return GitState(head.stdout.strip(), ("(git status failed)",))
-        changed = _paths(status.stdout)
+        changed = tuple(p for p in _paths(status.stdout) if p in named or p.endswith(suffixes))
     return GitState(head.stdout.strip(), changed)
 
 

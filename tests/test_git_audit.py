@@ -95,6 +95,14 @@ def test_untracked_new_spec_file_is_dirty(checkout: Path) -> None:
     assert history()[0]["git_dirty"] is True  # one set of applied files, one commit
 
 
+def test_files_that_are_not_applied_do_not_count(checkout: Path) -> None:
+    (checkout / "specs" / "notes.txt").write_text("ideas, not applied\n")
+    (checkout / "README.md").write_text("outside the spec paths\n")
+    code, _, err = invoke_cli("apply", "--require-clean")
+    assert code == 0, err
+    assert history()[0]["git_dirty"] is False
+
+
 def test_untracked_content_file_outside_the_spec_directory_counts(checkout: Path) -> None:
     """A step may name a file elsewhere in the repo: it is part of what was applied."""
     (checkout / "mail").mkdir()
