@@ -56,7 +56,8 @@ class ApplyOptions:
     prune: bool = False
     dry_run: bool = False
     update_policy: UpdatePolicy | None = None
-    git_commit: str | None = None
+    git_commit: str | None = None  # the bare sha of HEAD
+    git_dirty: bool | None = None  # the applied files differ from git_commit; None outside git
     lock_ttl: timedelta = timedelta(seconds=30)
     lock_wait: timedelta = timedelta(seconds=60)
     recompute_waits: bool = False  # participants waiting on a changed wait get the new due time
@@ -166,6 +167,7 @@ class _FlowApplier:
                     now=self.now,
                     actor=self.options.actor,
                     git_commit=self.options.git_commit,
+                    git_dirty=self.options.git_dirty,
                 )
             else:
                 change_status(self.tx, self._flow(), stage, self.now, origin="apply", actor=self.options.actor)
@@ -177,6 +179,7 @@ class _FlowApplier:
                 now=self.now,
                 actor=self.options.actor,
                 git_commit=self.options.git_commit,
+                git_dirty=self.options.git_dirty,
             )
             if recompute is not None:
                 self._recompute_waits(recompute, revision)

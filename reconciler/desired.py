@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reconciler.errors import SpecError
+from reconciler.gitinfo import GitState, git_state
 from reconciler.spec import no_cyclic_gc, validate
 from reconciler.spec.bundle import FlowBundle, bundle
 
@@ -17,3 +18,9 @@ def load_desired(paths: Iterable[Path], known_scripts: frozenset[str] | None) ->
         if specs.errors:
             raise SpecError(specs.sorted_diagnostics())
         return [bundle(loaded) for loaded in specs.flows]
+
+
+def source_state(paths: Sequence[Path], bundles: Iterable[FlowBundle]) -> GitState:
+    """The commit the specs under ``paths`` come from, and which of them (or of the content
+    and attachment files the bundles name) differ from it."""
+    return git_state(paths, [ref.path for flow in bundles for ref in flow.files.values()])

@@ -4,7 +4,7 @@ outbox dispatcher, and the transports it delivers through.
 Both commands do the same work — executor rounds (events, then due participants),
 then outbox deliveries — through the same transports, decided here once: SMTP from
 ``RECONCILER_SMTP_URL`` and the SMS provider from ``RECONCILER_SMS_URL``, the local
-maildir sink (``.reconciler/outbox``) for whichever is not configured, scripts from
+maildir sink (``.reconciler/outbox``, ignored by git) for whichever is not configured, scripts from
 the operator's registry (``reconciler.toml`` and entry points), and unsubscribe links
 from ``RECONCILER_UNSUBSCRIBE_URL``. A command says only what differs (batch size,
 rate, connections, no dispatch) in ``RuntimeSettings``.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,10 +30,10 @@ from reconciler.actions.scripts import ScriptRunner
 from reconciler.clock import Clock
 from reconciler.config import registered_scripts
 from reconciler.executor import BATCH_SIZE, Executor, RunStats
-from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, Transports
+from reconciler.executor.dispatch import Dispatcher, DispatchPolicy, DispatchStats, Transports
 from reconciler.state import Store
 
-SINK_DIRECTORY = Path(".reconciler/outbox")
+SINK_DIRECTORY = sink.DEFAULT_OUTBOX_DIR  # under .reconciler/, beside the default database
 UNSUBSCRIBE_URL_VARIABLE = "RECONCILER_UNSUBSCRIBE_URL"
 SEND_OUTCOMES = ("sent", "retried", "failed", "unknown", "deferred")
 _POLICY = DispatchPolicy()
@@ -65,6 +66,7 @@ class WorkDone:
 
     steps: RunStats
     sends: Mapping[str, int] = field(default_factory=dict)
+    dispatch: DispatchStats | None = None  # the sends' reasons and which transports answered
 
 
 @dataclass
@@ -82,7 +84,7 @@ class Runtime:
         if self.dispatcher is None:
             return WorkDone(steps)
         sent = self.dispatcher.run_once(stop=stop)
-        return WorkDone(steps, {outcome: getattr(sent, outcome) for outcome in SEND_OUTCOMES})
+        return WorkDone(steps, {outcome: getattr(sent, outcome) for outcome in SEND_OUTCOMES}, sent)
 
     def close(self) -> None:
         """Close the transports (kept SMTP connections, the script pool)."""
@@ -115,14 +117,31 @@ def open_runtime(
 
 @dataclass
 class RunTotals:
-    """What ``reconcile run`` did, summed over its rounds."""
+    """What ``reconcile run`` did, summed over its rounds: the steps, the sends by outcome
+    (``SEND_OUTCOMES``) with their reasons, and which transports never answered."""
 
     steps: RunStats = field(default_factory=RunStats)
-    sent: int = 0
+    sends: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)  # (outcome, detail) → messages
+    unreachable: dict[str, str] = field(default_factory=dict)  # transport → why
+    reached: set[str] = field(default_factory=set)
+
+    @property
+    def sent(self) -> int:
+        return self.sends["sent"]
 
     def add(self, done: WorkDone) -> None:
         self.steps += done.steps
-        self.sent += done.sends.get("sent", 0)
+        self.sends.update(done.sends)
+        if done.dispatch is not None:
+            self.reasons.update(done.dispatch.reasons)
+            self.unreachable.update(done.dispatch.unreachable)
+            self.reached |= done.dispatch.reached
+
+    @property
+    def unreachable_all_run(self) -> dict[str, str]:
+        """The transports that were tried and never answered during the whole run."""
+        return {name: why for name, why in self.unreachable.items() if name not in self.reached}
 
 
 def run_rounds(runtime: Runtime, *, once: bool, interval: float, stop: threading.Event) -> RunTotals:

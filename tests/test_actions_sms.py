@@ -22,6 +22,7 @@ from reconciler.actions.delivery import (
     PermanentDeliveryError,
     SmsMessage,
     TemporaryDeliveryError,
+    TransportUnreachable,
 )
 from reconciler.actions.sms_http import HttpSmsTransport, SmsTemporaryError, transport_from_env
 from reconciler.actions.sms_text import (
@@ -377,7 +378,7 @@ def raising(exc: Exception) -> Callable[[httpx.Request], httpx.Response]:
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
-        (httpx.ConnectTimeout("timed out"), SmsTemporaryError),
+        (httpx.ConnectTimeout("timed out"), TransportUnreachable),  # a TemporaryDeliveryError, for run's exit 3
         (httpx.PoolTimeout("no free connection"), SmsTemporaryError),
         (httpx.WriteTimeout("timed out"), SmsTemporaryError),
         (httpx.ReadTimeout("timed out"), OutcomeUnknown),

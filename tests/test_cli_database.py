@@ -108,7 +108,7 @@ def test_a_missing_database_reads_as_empty_state(run: Run, tmp_path: Path) -> No
 def test_the_default_state_directory_is_git_ignored_when_created(run: Run, repo: Path) -> None:
     assert run("apply")[0] == 0
     assert (repo / ".reconciler" / "state.db").is_file()
-    assert (repo / ".reconciler" / ".gitignore").read_text() == "*\n"
+    assert (repo / ".reconciler" / ".gitignore").read_text().splitlines()[-1] == "*"
 
 
 def test_a_state_directory_that_cannot_be_created_is_one_clear_line(run: Run, tmp_path: Path) -> None:

@@ -110,6 +110,29 @@ def test_attempts_made_before_0009_are_named_after_their_flow(database_url: str)
         store.close()
 
 
+def test_revisions_before_0010_lose_the_dirty_suffix_and_get_the_flag(database_url: str) -> None:
+    store = Store.open(database_url)
+    try:
+        config = _config(store.engine)
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic.downgrade(config, "0009")
+            for number, commit in enumerate(["abc123-dirty", "def456", None], start=1):
+                connection.execute(
+                    text(
+                        "INSERT INTO revisions (flow_name, revision, kind, applied_at, applied_by, git_commit) "
+                        "VALUES ('f', :n, 'apply', :at, 't', :commit)"
+                    ),
+                    {"n": number, "at": datetime(2026, 1, 5, 9, 0, tzinfo=UTC), "commit": commit},
+                )
+            alembic.upgrade(config, "head")
+        revisions = store.revisions("f")
+        assert [(r.git_commit, r.git_dirty) for r in revisions] == [("abc123", True), ("def456", None), (None, None)]
+        assert schema_differences(store) == []
+    finally:
+        store.close()
+
+
 def test_only_unprocessed_events_are_in_the_backlog_index(database_url: str) -> None:
     store = Store.open(database_url)
     try:

@@ -745,7 +745,7 @@ def test_the_ci_examples_parse_and_run_validate_plan_markdown_and_apply(name: st
     }
     assert any(r.startswith("validate") for r in ran), ran
     assert any(r.startswith("plan") and "--markdown" in r and "--detailed-exitcode" in r for r in ran), ran
-    assert any(r.startswith("apply") for r in ran), ran
+    assert any(r.startswith("apply") and "--require-clean" in r for r in ran), ran
     text = (ROOT / "examples" / "ci" / name).read_text()
     assert "RECONCILER_DATABASE_URL" in text
 

@@ -71,6 +71,12 @@ class TemporaryDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+class TransportUnreachable(TemporaryDeliveryError):
+    """No connection to the server or provider at all (refused, no route, DNS, timeout while
+    connecting): nothing was handed over. ``reconcile run --once`` exits 3 when a transport
+    was unreachable for every message of the run."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Never try again (5xx SMTP reply for the recipient, HTTP 4xx, invalid number)."""
 

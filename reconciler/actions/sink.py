@@ -20,6 +20,7 @@ from pathlib import Path
 
 from reconciler.actions.delivery import EmailMessage, Receipt, SmsMessage, TemporaryDeliveryError
 from reconciler.actions.mime import message_id_header, to_mime
+from reconciler.private_dir import STATE_DIRECTORY, ensure_private_dir
 
 try:
     import fcntl
@@ -28,15 +29,22 @@ except ImportError:  # pragma: no cover - not POSIX
 
 __all__ = ["DEFAULT_OUTBOX_DIR", "MaildirSink"]
 
-DEFAULT_OUTBOX_DIR = Path(".reconciler") / "outbox"
+DEFAULT_OUTBOX_DIR = STATE_DIRECTORY / "outbox"
 
 
 class MaildirSink:
     """Both an ``EmailTransport`` and an ``SmsTransport`` that write files."""
 
-    def __init__(self, directory: Path = DEFAULT_OUTBOX_DIR) -> None:
+    def __init__(self, directory: Path = DEFAULT_OUTBOX_DIR, private_root: Path | None = None) -> None:
+        """``private_root``: the directory that gets the ``.gitignore`` of ``*`` (default: the
+        state directory when ``directory`` is inside it, else ``directory`` itself)."""
         self.directory = Path(directory)
+        if private_root is None:
+            inside = [d for d in (self.directory, *self.directory.parents) if d.name == STATE_DIRECTORY.name]
+            private_root = inside[0] if inside else self.directory
+        self.private_root = private_root
         self._lock = threading.Lock()
+        self._made = False
 
     def __repr__(self) -> str:
         return f"MaildirSink({str(self.directory)!r})"
@@ -62,10 +70,17 @@ class MaildirSink:
     def close(self) -> None:
         """Nothing is held open between sends."""
 
+    def _make_directory(self) -> None:
+        """The sink's directory, its private root ignored by git (checked once per sink)."""
+        if not self._made:
+            ensure_private_dir(self.private_root)
+            self._made = True
+        self.directory.mkdir(parents=True, exist_ok=True)
+
     def _mail(self, message: EmailMessage) -> Receipt:
         utf8 = not (message.to.address.isascii() and message.sender.address.isascii())
         data = to_mime(message, utf8=utf8).replace(b"\r\n", b"\n")  # a maildir file has local line ends
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         box = mailbox.Maildir(self.mail_dir, create=True)  # writes tmp/, then renames into new/
         key = box.add(data)
         return Receipt(
@@ -87,7 +102,7 @@ class MaildirSink:
             "encoding": message.encoding,
         }
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         with self._lock:
             fd = os.open(self.sms_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:

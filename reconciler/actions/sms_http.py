@@ -30,6 +30,7 @@ from reconciler.actions.delivery import (
     SmsMessage,
     SmsTransport,
     TemporaryDeliveryError,
+    TransportUnreachable,
 )
 from reconciler.clock import Clock, SystemClock
 from reconciler.errors import ConfigError
@@ -142,8 +143,10 @@ class HttpSmsTransport:
             headers["Authorization"] = f"Bearer {self._token.reveal()}"
         try:
             response = self._client.post(self._url, json=payload, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # No connection, so the provider cannot have the message: safe to retry.
+            raise TransportUnreachable(self._failure("could not connect to", exc)) from None
+        except httpx.PoolTimeout as exc:  # our own pool was busy: the provider may well be up
             raise SmsTemporaryError(self._failure("could not connect to", exc)) from None
         except (httpx.WriteError, httpx.WriteTimeout) as exc:
             # The request was not completely written; the provider cannot act on half a body.

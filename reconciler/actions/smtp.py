@@ -36,6 +36,7 @@ from reconciler.actions.delivery import (
     PermanentDeliveryError,
     Receipt,
     TemporaryDeliveryError,
+    TransportUnreachable,
 )
 from reconciler.actions.mime import message_id_header, to_mime
 from reconciler.actions.smtp_protocol import (
@@ -218,7 +219,7 @@ class SmtpTransport:
             if isinstance(exc, ssl.SSLError):
                 raise TemporaryDeliveryError(f"TLS with {where} failed: {exc}") from None
             if isinstance(exc, OSError):
-                raise TemporaryDeliveryError(f"cannot connect to {where}: {describe_oserror(exc)}") from None
+                raise TransportUnreachable(f"cannot connect to {where}: {describe_oserror(exc)}") from None
             raise
         return smtp
 

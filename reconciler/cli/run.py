@@ -1,4 +1,10 @@
-"""``reconcile run`` (executor and outbox dispatcher) and ``reconcile outbox``."""
+"""``reconcile run`` (executor and outbox dispatcher) and ``reconcile outbox``.
+
+``run`` exits 0 when the run went through (sends that wait for a retry or failed are
+counted with their reasons in the summary line), 1 on an error, and — with ``--once`` —
+3 when a transport (SMTP, the SMS provider) could not be reached for the whole run:
+what it should have sent stays pending, and a cron or CI job must notice.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,15 @@ import threading
 
 import click
 
-from reconciler.cli.app import Context, cli, pass_context
+from reconciler.cli.app import Context, cli, exit_with, pass_context
 from reconciler.executor import BATCH_SIZE
 from reconciler.render.outbox import outbox_json, outbox_text
-from reconciler.runtime import RuntimeSettings, open_runtime, run_rounds, stop_on_signals
+from reconciler.runtime import RuntimeSettings, RunTotals, open_runtime, run_rounds, stop_on_signals
 from reconciler.state.outbox_store import outbox_counts, outbox_rows
+
+EXIT_UNREACHABLE = 3  # run --once: a transport could not be reached for the whole run
+# what the summary calls each outcome: "retried" and "deferred" rows both wait, pending
+SUMMARY_OUTCOMES = (("deferred", ("retried", "deferred")), ("failed", ("failed",)), ("unknown", ("unknown",)))
 
 connections_option = click.option(
     "--connections",
@@ -48,7 +58,9 @@ def run(
     script_timeout: float,
     connections: int,
 ) -> None:
-    """Run the step executor and deliver the outbox (SMTP / SMS provider, or the local sink)."""
+    """Run the step executor and deliver the outbox (SMTP / SMS provider, or the local sink).
+
+    Exit 0 ok, 1 error, 3 (with --once) a transport unreachable for the whole run."""
     settings = RuntimeSettings(
         batch_size=batch_size,
         dispatch=not no_dispatch,
@@ -61,9 +73,36 @@ def run(
         if not once:
             stop_on_signals(stop.set)
         totals = run_rounds(runtime, once=once, interval=interval, stop=stop)
+    click.echo(run_summary(totals))
+    unreachable = totals.unreachable_all_run
+    if once and unreachable:
+        for transport, why in sorted(unreachable.items()):
+            click.echo(f"error: the {transport} transport was unreachable for the whole run: {why}", err=True)
+        exit_with(EXIT_UNREACHABLE)
+
+
+def run_summary(totals: RunTotals) -> str:
+    """One line: steps, then sends — "sent 3, 4 deferred: <why>" — every reason with its count."""
     done = totals.steps
-    click.echo(
-        f"processed {done.events} event(s); {done.steps} step(s) for {done.participants} participant(s); sent {totals.sent}"
+    parts = [f"sent {totals.sent}"]
+    for label, outcomes in SUMMARY_OUTCOMES:
+        count = sum(totals.sends[o] for o in outcomes)
+        if not count:
+            continue
+        reasons = sorted(
+            ((n, why) for (o, why), n in totals.reasons.items() if o in outcomes), key=lambda r: (-r[0], r[1])
+        )
+        if len(reasons) == 1:
+            parts.append(f"{count} {label}: {reasons[0][1]}")
+        elif reasons:
+            shown = "; ".join(f"{why} ({n})" for n, why in reasons[:3])
+            more = f"; {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else ""
+            parts.append(f"{count} {label}: {shown}{more}")
+        else:
+            parts.append(f"{count} {label}")
+    return (
+        f"processed {done.events} event(s); {done.steps} step(s) for {done.participants} participant(s); "
+        + ", ".join(parts)
     )
 
 

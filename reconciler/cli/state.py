@@ -21,11 +21,12 @@ from reconciler.cli.app import (
     paths_or_default,
     spec_paths,
 )
+from reconciler.desired import source_state
 from reconciler.diff import diff_documents
 from reconciler.drift import IgnoreRule, detect_drift
 from reconciler.errors import ConfigError, UserError
 from reconciler.executor import Executor
-from reconciler.gitinfo import git_commit
+from reconciler.gitinfo import refuse_unclean
 from reconciler.render.export import export_yaml
 from reconciler.render.plan import plan_json, plan_markdown, plan_text
 from reconciler.render.state import (
@@ -124,6 +125,11 @@ def _refuse_empty_prune(bundles: Sequence[object], prune: bool) -> None:
     help="Participants waiting on a changed wait step get the new due time (default: they keep theirs).",
 )
 @self_heal_option
+@click.option(
+    "--require-clean",
+    is_flag=True,
+    help="Refuse (exit 1) when the spec files or the files they name differ from the git commit.",
+)
 @pass_context
 def apply_command(
     ctx: Context,
@@ -134,16 +140,21 @@ def apply_command(
     lock_timeout: float,
     recompute_waits: bool,
     self_heal: bool,
+    require_clean: bool,
 ) -> None:
     """Make the actual state match the specs. Exit 1 on error or a blocked change."""
     bundles = desired(paths)
     _refuse_empty_prune(bundles, prune)
+    source = source_state(paths_or_default(paths), bundles)
+    if require_clean:
+        refuse_unclean(source)
     options = ApplyOptions(
         actor=actor(),
         prune=prune,
         dry_run=dry_run,
         update_policy=update_policy,  # type: ignore[arg-type]
-        git_commit=git_commit(paths_or_default(paths)[0].resolve()),
+        git_commit=source.commit,
+        git_dirty=source.dirty,
         recompute_waits=recompute_waits,
         lock_wait=timedelta(seconds=lock_timeout),
         heal=self_heal,

@@ -9,9 +9,10 @@ import click
 from reconciler.cli.app import Context, actor, cli, pass_context, paths_or_default, spec_paths
 from reconciler.cli.run import connections_option
 from reconciler.config import drift_ignore_rules, registered_scripts
+from reconciler.desired import load_desired, source_state
 from reconciler.drift import IgnoreRule
-from reconciler.errors import ConfigError
-from reconciler.gitinfo import git_commit
+from reconciler.errors import ConfigError, SpecError
+from reconciler.gitinfo import refuse_unclean
 from reconciler.runtime import RuntimeSettings
 from reconciler.watch import WatchOptions, run_daemon
 from reconciler.watch.logs import configure
@@ -54,6 +55,11 @@ from reconciler.watch.logs import configure
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @click.option("--no-dispatch", is_flag=True, help="Leave the outbox to another process.")
+@click.option(
+    "--require-clean",
+    is_flag=True,
+    help="Refuse to start (exit 1), and later to apply, while the specs differ from the git commit.",
+)
 @connections_option
 @pass_context
 def watch(
@@ -70,6 +76,7 @@ def watch(
     log_format: str,
     log_level: str,
     no_dispatch: bool,
+    require_clean: bool,
     connections: int,
 ) -> None:
     """Apply on spec change, run the executor and outbox, report drift; until SIGTERM/SIGINT."""
@@ -82,10 +89,17 @@ def watch(
         ignore = [IgnoreRule.parse(text) for text in drift_ignore_rules()]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    known_scripts = frozenset(registered_scripts())
+    if require_clean:
+        try:
+            bundles = load_desired(spec_dirs, known_scripts)
+        except SpecError:
+            bundles = []  # the daemon logs the errors and waits for a fix
+        refuse_unclean(source_state(spec_dirs, bundles))
     store = ctx.store()
     options = WatchOptions(
         paths=spec_dirs,
-        known_scripts=frozenset(registered_scripts()),
+        known_scripts=known_scripts,
         actor=actor(),
         debounce_ms=debounce_ms,
         reconcile_interval=interval,
@@ -94,7 +108,7 @@ def watch(
         self_heal=self_heal,
         prune=prune,
         ignore=ignore,
-        git_commit=lambda: git_commit(spec_dirs[0].resolve()),
+        require_clean=require_clean,
     )
     settings = RuntimeSettings(dispatch=not no_dispatch, connections=connections)
     run_daemon(store, ctx.clock, options, settings, metrics_port=metrics_port, metrics_host=metrics_host)

@@ -44,6 +44,7 @@ from reconciler.actions.delivery import (
     SmsMessage,
     SmsTransport,
     TemporaryDeliveryError,
+    TransportUnreachable,
 )
 from reconciler.actions.scripts import ScriptRunner
 from reconciler.clock import Clock
@@ -169,7 +170,7 @@ class Dispatcher:
             run.fail(exc)
 
     def _failed(self, job: Job, error: PermanentDeliveryError) -> Outcome:
-        return Outcome(job.row, "failed", error.detail)
+        return Outcome(job.row, "failed", error.detail, handed_over=False)
 
     def _prepare(self, job: Job) -> Prepared:
         """The message, rendered (no I/O); ``PermanentDeliveryError`` when it cannot be."""
@@ -223,9 +224,12 @@ class Dispatcher:
             return Outcome(row, "unknown", exc.detail)
         except TemporaryDeliveryError as exc:
             attempt = row.attempts + 1
+            unreachable = isinstance(exc, TransportUnreachable)
             if attempt >= self.policy.max_attempts:
-                return Outcome(row, "failed", f"gave up after {attempt} attempts: {exc.detail}")
-            return Outcome(row, "retried", exc.detail, retry_after=exc.retry_after)
+                return Outcome(
+                    row, "failed", f"gave up after {attempt} attempts: {exc.detail}", unreachable=unreachable
+                )
+            return Outcome(row, "retried", exc.detail, retry_after=exc.retry_after, unreachable=unreachable)
         except DeliveryError as exc:
             return Outcome(row, "failed", exc.detail)
         return Outcome(row, "sent", receipt.detail, provider_id=receipt.provider_id)

@@ -10,7 +10,7 @@ the writes of threads that arrive together into one transaction.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -59,6 +59,21 @@ class DispatchStats:
     deferred: int = 0
     recovered: int = 0
     transactions: int = 0  # committed by the run (claims, sending and outcomes, grouped)
+    # why: (outcome, detail) → messages; "deferred" rows were held back by a sending window or the rate
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unreachable: dict[str, str] = field(default_factory=dict)  # transport → the last "cannot connect"
+    reached: set[str] = field(default_factory=set)  # transports that answered at least once
+
+    def count(self, outcome: Outcome) -> None:
+        """Add one message's outcome: its count, its reason, and whether its transport answered."""
+        setattr(self, outcome.counted, getattr(self, outcome.counted) + 1)
+        if outcome.counted != "sent":
+            self.reasons[(outcome.counted, outcome.detail or "no reason given")] += 1
+        transport = TRANSPORTS.get(outcome.row.kind, outcome.row.kind)
+        if outcome.unreachable:
+            self.unreachable[transport] = outcome.detail or "unreachable"
+        elif outcome.counted != "failed" or outcome.handed_over:
+            self.reached.add(transport)
 
 
 @dataclass
@@ -75,6 +90,15 @@ class Job:
 
 
 Counted = Literal["sent", "retried", "failed", "unknown"]
+# the transport an outbox kind goes through, as the run's summary names it
+TRANSPORTS = {
+    "send_email": "e-mail",
+    "notify_email": "e-mail",
+    "send_sms": "SMS",
+    "notify_sms": "SMS",
+    "run_script": "scripts",
+}
+WINDOW_OR_RATE = "held back by the flow's sending window or rate limit"
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,8 @@ class Outcome:
     detail: str | None
     provider_id: str | None = None
     retry_after: float | None = None  # retried: the provider's hint, in seconds
+    unreachable: bool = False  # no connection to the transport at all
+    handed_over: bool = True  # False: failed before any transport saw it (could not be rendered)
 
 
 @dataclass(frozen=True)
@@ -146,9 +172,11 @@ class Run:
     def written(self, outcomes: Sequence[Outcome], written: Written, claimed: bool) -> None:
         with self.changed:
             for outcome in outcomes:
-                setattr(self.stats, outcome.counted, getattr(self.stats, outcome.counted) + 1)
+                self.stats.count(outcome)
             self.stats.recovered += written.recovered
             self.stats.deferred += written.deferred
+            if written.deferred:
+                self.stats.reasons[("deferred", WINDOW_OR_RATE)] += written.deferred
             if claimed:
                 self.jobs.extend(written.jobs)
                 self.exhausted = self.exhausted or not written.jobs

@@ -142,6 +142,7 @@ def _revision_row(rev: RevisionRecord) -> dict[str, Any]:
         "content_hash": rev.content_hash,
         "applied_at": rev.applied_at.isoformat(),
         "git_commit": rev.git_commit,
+        "git_dirty": rev.git_dirty,
         "kind": rev.kind,
         "status": rev.status,
         "applied_by": rev.applied_by,
@@ -157,10 +158,11 @@ def history_text(name: str, revisions: Sequence[RevisionRecord]) -> str:
         return f"No revisions of {name!r}."
     lines = [f"{'REV':>4}  {'APPLIED (UTC)':<19}  {'KIND':<6}  {'STATUS':<11}  {'HASH':<12}  {'COMMIT':<12}  BY"]
     for r in revisions:
-        lines.append(
+        line = (
             f"{r.revision:>4}  {r.applied_at:%Y-%m-%d %H:%M:%S}  {r.kind:<6}  {r.status or '-':<11}  "
             f"{(r.content_hash or '-')[:12]:<12}  {(r.git_commit or '-')[:12]:<12}  {r.applied_by}"
         )
+        lines.append(f"{line}  (uncommitted changes)" if r.git_dirty else line)
     return "\n".join(lines)
 
 
@@ -170,12 +172,17 @@ def revision_diff_text(name: str, a: int, b: int, entries: Sequence[DiffEntry]) 
     lines = [f"{name}: revision {a} → {b}"]
     for e in entries:
         if e.before is None:
-            lines.append(f"  + {e.path}: {json.dumps(e.after, default=str)}")
+            lines.append(f"  + {e.path}: {_value(e.after)}")
         elif e.after is None:
             lines.append(f"  - {e.path}")
         else:
-            lines.append(f"  ~ {e.path}: {json.dumps(e.before, default=str)} → {json.dumps(e.after, default=str)}")
+            lines.append(f"  ~ {e.path}: {_value(e.before)} → {_value(e.after)}")
     return "\n".join(lines)
+
+
+def _value(value: Any) -> str:
+    """A value as JSON, with å, ä, ö and every other letter as itself (not ``\\u00e4``)."""
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def participants_json(participants: Sequence[Participant]) -> str:

@@ -27,12 +27,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from reconciler.errors import UserError
+from reconciler.private_dir import STATE_DIRECTORY, ensure_private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 READ_ONLY = {"reconciler_read_only": True}  # execution options of connections that only read
 MIGRATION_LOCK_KEY = 0x7265636F  # "reco": the advisory lock that serializes migrations
-STATE_DIRECTORY = ".reconciler"  # the default home of local state; git-ignored when created
 _OUR_TABLES = frozenset({"flows", "participants", "revisions", "contacts"})  # what says "reconciler state"
 URL_EXAMPLES = "sqlite:///path/to/state.db or postgresql+psycopg://user@host/db"
 
@@ -133,13 +133,13 @@ def sqlite_file(url: URL) -> Path | None:
 
 def make_state_directory(directory: Path) -> None:
     """Create ``directory`` (and its parents) for local state. A ``.reconciler`` directory
-    created here gets a ``.gitignore`` of ``*``, so local state never lands in a commit."""
-    if directory.is_dir():
-        return
+    gets a ``.gitignore`` of ``*`` (as the local mail sink's does), so local state never
+    lands in a commit; any other directory (``/var/lib/…``) is left as it is."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if directory.name == STATE_DIRECTORY:
-            (directory / ".gitignore").write_text("*\n")
+        if directory.name == STATE_DIRECTORY.name:
+            ensure_private_dir(directory)
+        elif not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseError(f"cannot create {directory} for the state database: {exc.strerror}") from None
 

@@ -27,7 +27,15 @@ class HistoryTx:
         return found[0] if found else None
 
     def record_revision(
-        self, flow: FlowRecord | None, *, name: str, kind: str, now: datetime, actor: str, git_commit: str | None
+        self,
+        flow: FlowRecord | None,
+        *,
+        name: str,
+        kind: str,
+        now: datetime,
+        actor: str,
+        git_commit: str | None,
+        git_dirty: bool | None = None,
     ) -> int:
         """Append the flow's current state (or its deletion) to its history; returns the revision number."""
         previous = self.last_revision(name)
@@ -51,6 +59,7 @@ class HistoryTx:
                 applied_at=now,
                 applied_by=actor,
                 git_commit=git_commit,
+                git_dirty=git_dirty,
                 previous_id=previous_id,
             )
         )
@@ -114,6 +123,7 @@ def _revision_query(c: Connection, where: Any) -> list[RevisionRecord]:
             row.applied_by,
             row.git_commit,
             row.previous_revision,
+            row.git_dirty,
         )
         for row in c.execute(query)
     ]

@@ -55,6 +55,7 @@ class RevisionRecord:
     applied_by: str
     git_commit: str | None
     previous_revision: int | None
+    git_dirty: bool | None = None  # the applied files differed from git_commit; None outside git
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -119,7 +120,8 @@ revisions = Table(
     Column("content_hash", String(64), nullable=True),
     Column("applied_at", When(), nullable=False),
     Column("applied_by", String(200), nullable=False),
-    Column("git_commit", String(64), nullable=True),
+    Column("git_commit", String(64), nullable=True),  # the bare sha of HEAD
+    Column("git_dirty", Boolean, nullable=True),  # applied files differed from it; None outside git
     Column("previous_id", Integer, ForeignKey("revisions.id"), nullable=True),
     UniqueConstraint("flow_name", "revision", name="uq_revisions_flow_name_revision"),
 )

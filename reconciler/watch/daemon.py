@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import watchfiles
 
 from reconciler.apply import ApplyOptions, apply
 from reconciler.clock import Clock
-from reconciler.desired import load_desired
+from reconciler.desired import load_desired, source_state
 from reconciler.drift import IgnoreRule, detect_drift
 from reconciler.errors import SpecError, UserError
 from reconciler.executor import Executor
@@ -57,7 +57,7 @@ class WatchOptions:
     self_heal: bool = False
     prune: bool = False
     ignore: Sequence[IgnoreRule] = ()
-    git_commit: Callable[[], str | None] = field(default=lambda: None)
+    require_clean: bool = False  # apply only specs that are their git commit (with the files they name)
 
 
 class Daemon:
@@ -185,11 +185,25 @@ class Daemon:
             self.ready.set()
             return
         self.metrics.spec_valid.set(1)
+        source = source_state(self.options.paths, desired)
+        if self.options.require_clean and source.dirty is not False:
+            self.metrics.reconciles.labels("unclean").inc()
+            log.error(
+                "--require-clean: not applying, the specs %s; keeping the last applied state",
+                f"have uncommitted or untracked changes ({', '.join(source.changed)})"
+                if source.changed
+                else "are not in a git checkout with a commit",
+                extra={"files": list(source.changed[:20])},
+            )
+            self._reconciled = True
+            self.ready.set()
+            return
         options = ApplyOptions(
             actor=self.options.actor,
             prune=self.options.prune,
             heal=self.options.self_heal,
-            git_commit=self.options.git_commit(),
+            git_commit=source.commit,
+            git_dirty=source.dirty,
             lock_wait=timedelta(seconds=5),
         )
         result = apply(self.store, desired, clock=self.clock, options=options)
