@@ -62,7 +62,8 @@ class MaildirSink:
             if isinstance(message, SmsMessage):
                 return self._sms(message)
             return self._mail(message)
-        except OSError as exc:  # a full disk or a read-only directory: try again later
+        except OSError as exc:  # a full disk, a read-only or removed directory: try again later
+            self._made = False  # and make the directories again then
             raise TemporaryDeliveryError(
                 f"cannot write to the local outbox {self.directory}: {exc.strerror or exc}"
             ) from None
@@ -71,17 +72,21 @@ class MaildirSink:
         """Nothing is held open between sends."""
 
     def _make_directory(self) -> None:
-        """The sink's directory, its private root ignored by git (checked once per sink)."""
-        if not self._made:
-            ensure_private_dir(self.private_root)
-            self._made = True
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """The sink's directories (its private root ignored by git), made once per sink and
+        under the lock: the dispatcher's threads send at once, and ``Maildir(create=True)``
+        fails with "File exists" when two threads create the same directory."""
+        with self._lock:
+            if not self._made:
+                ensure_private_dir(self.private_root)
+                self.directory.mkdir(parents=True, exist_ok=True)
+                mailbox.Maildir(self.mail_dir, create=True)
+                self._made = True
 
     def _mail(self, message: EmailMessage) -> Receipt:
         utf8 = not (message.to.address.isascii() and message.sender.address.isascii())
         data = to_mime(message, utf8=utf8).replace(b"\r\n", b"\n")  # a maildir file has local line ends
         self._make_directory()
-        box = mailbox.Maildir(self.mail_dir, create=True)  # writes tmp/, then renames into new/
+        box = mailbox.Maildir(self.mail_dir, create=False)  # writes tmp/, then renames into new/
         key = box.add(data)
         return Receipt(
             provider_id=key,
