@@ -66,3 +66,22 @@ def test_large_finite_numbers_apply_on_every_backend(store: Store) -> None:
     assert result.applied and not result.blocked
     stored = store.flow("f")
     assert stored is not None and stored.spec["spec"]["steps"][0]["updates"][0]["value"] == 1e308
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("apply", "--lock-timeout", "nan"),
+        ("apply", "--lock-timeout", "inf"),
+        ("run", "--interval", "nan"),
+        ("run", "--once", "--script-timeout", "inf"),
+        ("watch", "--interval", "nan"),
+        ("watch", "--drift-interval", "inf"),
+        ("watch", "--run-interval", "-inf"),
+    ],
+)
+def test_float_options_refuse_non_finite_numbers(args: tuple[str, ...]) -> None:
+    code, out, err = invoke_cli(*args)
+    assert code == 1, out + err
+    assert "is not a finite number" in err or "is not in the range" in err, err
+    assert "Traceback" not in out + err

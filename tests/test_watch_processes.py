@@ -297,6 +297,8 @@ def test_the_daemon_applies_edits_skips_invalid_ones_reports_drift_and_stops_cle
         os.replace(path, specs / path.name)
     watch.wait_for("the storm to be applied", lambda: revision(url, "extra-9") is not None)
     watch.wait_for("the storm to be applied", lambda: revision(url, "demo") == (3, "3d"))
+    # the count follows the commit (after the reconcile's git check): wait for it, then it is one
+    watch.wait_for("the storm's reconcile to be counted", lambda: watch.reconciles() >= 3)
     assert watch.reconciles() == 3, watch.tail()
 
     # An invalid edit is logged with its place and ignored; the daemon stays up.
@@ -309,6 +311,9 @@ def test_the_daemon_applies_edits_skips_invalid_ones_reports_drift_and_stops_cle
     assert located[0]["level"] == "error"
     assert revision(url, "demo") == (3, "3d")
     assert watch.process.poll() is None and watch.get("/healthz")[0] == 200
+    watch.wait_for(
+        "the invalid reconcile to be counted", lambda: watch.metric("reconciler_reconciles_total", result="invalid")
+    )
     assert watch.metric("reconciler_reconciles_total", result="invalid") == 1
 
     # Fixed, it applies.

@@ -13,6 +13,7 @@ import threading
 import click
 
 from reconciler.cli.app import Context, cli, exit_with, pass_context
+from reconciler.cli.params import FiniteFloat
 from reconciler.executor import BATCH_SIZE
 from reconciler.render.outbox import outbox_json, outbox_text
 from reconciler.runtime import RuntimeSettings, RunTotals, open_runtime, run_rounds, stop_on_signals
@@ -35,7 +36,7 @@ connections_option = click.option(
 @click.option("--once", is_flag=True, help="Drain what is due now (steps and sends), then exit.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.05),
+    type=FiniteFloat(min=0.05),
     default=1.0,
     show_default=True,
     help="Seconds between rounds when running continuously.",
@@ -45,7 +46,7 @@ connections_option = click.option(
 @click.option(
     "--rate", type=click.IntRange(min=1), default=600, show_default=True, help="Sends per flow per minute at most."
 )
-@click.option("--script-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+@click.option("--script-timeout", type=FiniteFloat(min=0.1), default=30.0, show_default=True)
 @connections_option
 @pass_context
 def run(

@@ -21,6 +21,7 @@ from reconciler.cli.app import (
     paths_or_default,
     spec_paths,
 )
+from reconciler.cli.params import FiniteFloat
 from reconciler.desired import source_state
 from reconciler.diff import diff_documents
 from reconciler.drift import IgnoreRule, detect_drift
@@ -114,7 +115,7 @@ def _refuse_empty_prune(bundles: Sequence[object], prune: bool) -> None:
 @click.option("--update-policy", type=POLICY, help="Override spec.update_policy for edits of running flows.")
 @click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for another apply to finish.",

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reconciler.cli.app import Context, actor, cli, pass_context, paths_or_default, spec_paths
+from reconciler.cli.params import FiniteFloat
 from reconciler.cli.run import connections_option
 from reconciler.config import drift_ignore_rules, registered_scripts
 from reconciler.desired import load_desired, source_state
@@ -29,15 +30,15 @@ from reconciler.watch.logs import configure
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=1),
+    type=FiniteFloat(min=1),
     default=60.0,
     show_default=True,
     help="Seconds between full reconciles even without file changes.",
 )
-@click.option("--drift-interval", type=click.FloatRange(min=1), default=60.0, show_default=True)
+@click.option("--drift-interval", type=FiniteFloat(min=1), default=60.0, show_default=True)
 @click.option(
     "--run-interval",
-    type=click.FloatRange(min=0.05),
+    type=FiniteFloat(min=0.05),
     default=1.0,
     show_default=True,
     help="Seconds between executor and outbox rounds.",
