@@ -89,9 +89,8 @@ class Batch:
         groups: dict[str, set[str]] = {"selection": set(), "project": set()}
         views = [v for v in (self.catalog.view(n) for n in {p.flow_name for p in claimed}) if v is not None]
         for view in views:
-            exclusion = view.flow.spec.enrollment.exclusion_selection
-            if exclusion:
-                groups["selection"].add(exclusion)
+            if view.exclusion:
+                groups["selection"].add(view.exclusion)
             for step in view.flow.spec.steps:
                 if isinstance(step, s.AddToSelection | s.RemoveFromSelection):
                     groups["selection"].update([step.selection] if step.selection else [])

@@ -75,10 +75,6 @@ class Catalog:
         view = self.view(name)
         return view.graph.steps.get(step_id or "") if view is not None else None
 
-    def uses_company(self, name: str) -> bool:
-        view = self.view(name)
-        return view is not None and view.uses_company
-
     def live(self) -> list[tuple[FlowRecord, Flow]]:
         """Flows whose triggers are on: running or paused (never not_running)."""
         live = sorted((name, r) for name, r in self.records.items() if r.status in TRIGGERS_ON)

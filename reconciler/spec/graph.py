@@ -24,7 +24,7 @@ from enum import StrEnum
 from graphlib import CycleError, TopologicalSorter
 
 from reconciler.spec.models import Flow
-from reconciler.spec.steps import WAIT_TYPES, ExitTo, Finish, SendSms, Split, Step, WaitForAction
+from reconciler.spec.steps import WAIT_TYPES, Finish, SendSms, Split, Step, WaitForAction
 
 
 class EdgeKind(StrEnum):
@@ -43,7 +43,6 @@ class Edge:
     target: str | None  # a step id; None: out of the flow
     label: str | None = None  # branch name, "timeout", "no mobile", "success", …
     handoff: str | None = None  # the flow the participant is added to on this way out
-    then: ExitTo | None = None  # where an exit sends the participant (flow, selection)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ class FlowGraph:
     order: tuple[str, ...]
     steps: dict[str, Step]
     edges: dict[str, tuple[Edge, ...]]
-    following: dict[str, str | None]
     next_step: dict[str, str | None]  # where a step that is done goes: ``next``, else the step below
     finish_on_success: bool = False  # success criteria with finish_immediately
     _success: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
@@ -168,7 +166,7 @@ def compile_graph(steps: Sequence[Step], *, finish_on_success: bool = False) -> 
             for b in step.branches:
                 if b.exit:
                     then = b.after_exit
-                    out.append(Edge(EdgeKind.EXIT, None, b.name, then.add_to_flow if then else None, then))
+                    out.append(Edge(EdgeKind.EXIT, None, b.name, then.add_to_flow if then else None))
                 else:
                     target = b.next or following[step.id]
                     out.append(Edge(EdgeKind.BRANCH, target, b.name) if target else Edge(EdgeKind.END, None, b.name))
@@ -178,18 +176,18 @@ def compile_graph(steps: Sequence[Step], *, finish_on_success: bool = False) -> 
                 out.append(Edge(EdgeKind.ACTION, target, "action") if target else Edge(EdgeKind.END, None, "action"))
                 if step.on_timeout == "exit":
                     then = step.after_exit
-                    out.append(Edge(EdgeKind.EXIT, None, "timeout", then.add_to_flow if then else None, then))
+                    out.append(Edge(EdgeKind.EXIT, None, "timeout", then.add_to_flow if then else None))
                 elif target:
                     out.append(Edge(EdgeKind.TIMEOUT, target, "timeout"))
             else:
                 out.append(Edge(EdgeKind.NEXT, target) if target else Edge(EdgeKind.END, None))
             if isinstance(step, SendSms) and step.on_missing_mobile == "exit":
                 then = step.after_exit
-                out.append(Edge(EdgeKind.EXIT, None, "no mobile", then.add_to_flow if then else None, then))
+                out.append(Edge(EdgeKind.EXIT, None, "no mobile", then.add_to_flow if then else None))
         edges[step.id] = tuple(out)
     steps_by_id = {s.id: s for s in steps}
     next_step = {s.id: getattr(s, "next", None) or following[s.id] for s in steps}  # None: the flow ends
-    return FlowGraph(ids, steps_by_id, edges, following, next_step, finish_on_success)
+    return FlowGraph(ids, steps_by_id, edges, next_step, finish_on_success)
 
 
 def flow_graph(flow: Flow) -> FlowGraph:

@@ -6,7 +6,7 @@ step of the same contact in the same batch reads the contact as updated.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.executor.handlers.base import (
     Activity,
@@ -107,12 +107,14 @@ def update_contact(_p: ParticipantView, step: s.UpdateContact, ctx: StepContext)
 def membership(_p: ParticipantView, step: s.AddToSelection | s.RemoveFromSelection, ctx: StepContext) -> Decision:
     add = isinstance(step, s.AddToSelection)
     effects: tuple[Effect, ...] = ()
-    if step.selection is not None and ctx.member("selection", step.selection) != add:
-        effects += (Membership("selection", step.selection, add),)
-        effects += (Emit("added_to_selection", step.selection),) if add else ()
-    if step.project is not None and ctx.member("project", step.project) != add:
-        effects += (Membership("project", step.project, add),)
-        effects += (Emit("added_to_project", step.project),) if add else ()
+    groups: tuple[tuple[Literal["selection", "project"], str | None], ...] = (
+        ("selection", step.selection),
+        ("project", step.project),
+    )
+    for kind, name in groups:
+        if name is not None and ctx.member(kind, name) != add:
+            effects += (Membership(kind, name, add),)
+            effects += (Emit(f"added_to_{kind}", name),) if add else ()
     return Next(effects=effects)
 
 
